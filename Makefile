@@ -1,0 +1,50 @@
+# baton: build, test, demo.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+# Short fuzz runs inside `make test`; raise for a real fuzzing session.
+FUZZTIME ?= 10s
+
+.PHONY: all build demo test test-unit test-e2e fuzz bench vet clean
+
+all: build
+
+build: bin/baton bin/hello
+
+bin/baton: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/baton
+
+bin/hello: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./examples/hello
+
+bin/demo: FORCE
+	$(GO) build -o $@ ./examples/demo
+
+FORCE:
+
+# Start baton on examples/hello, upgrade it live under load, count failures.
+demo: build bin/demo
+	./bin/demo -baton ./bin/baton -config examples/hello/baton.toml
+
+# The whole suite: vet, unit tests with -race, end-to-end tests, short fuzz runs.
+test: vet test-unit test-e2e fuzz
+
+vet:
+	$(GO) vet ./...
+
+test-unit:
+	$(GO) test -race -count=1 -timeout 10m ./handoff/... ./probe/... ./internal/... ./examples/...
+
+test-e2e:
+	$(GO) test -count=1 -timeout 15m ./supervisor/... ./cmd/...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseNotify$$' -fuzztime $(FUZZTIME) ./handoff/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./supervisor/
+
+# Benchmarks: e.g. upgrades under load in shared mode against kernel-steered mode.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./supervisor/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,183 @@
+// Command baton is a zero-downtime process supervisor with socket handoff.
+//
+// Usage:
+//
+//	baton run -c FILE       supervise the service described by FILE
+//	baton check -c FILE     validate FILE without running anything
+//	baton version
+//
+// Exit status: 0 after a requested stop, 1 when the service could not be
+// kept running, 2 for usage and config errors.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/baton-sh/baton/handoff"
+	"github.com/baton-sh/baton/supervisor"
+	"golang.org/x/sys/unix"
+)
+
+// version is stamped by the Makefile through -ldflags.
+var version = "dev"
+
+const usage = `usage:
+  baton run -c FILE [--log-format text|json]   supervise the service in FILE
+  baton check -c FILE                          validate FILE, start nothing
+  baton version                                print the version
+
+Signals to "baton run": SIGHUP upgrades (re-reads FILE, starts the next
+generation alongside the serving one); SIGTERM or SIGINT drains and exits.
+`
+
+// usageError makes main exit 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func main() {
+	handoff.RunShim() // returns unless baton was started as a child's exec shim
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	var ue usageError
+	switch {
+	case err == nil:
+	case errors.As(err, &ue):
+		fmt.Fprintf(os.Stderr, "baton: %v\n", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintf(os.Stderr, "baton: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageError{errors.New("no command given")}
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		return runCmd(rest, stderr)
+	case "check":
+		return checkCmd(rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "baton %s\n", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return usageError{fmt.Errorf("unknown command %q", cmd)}
+	}
+}
+
+type commonFlags struct {
+	config    string
+	logFormat string
+}
+
+func parseFlags(name string, args []string, stderr io.Writer) (commonFlags, error) {
+	var f commonFlags
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "config", "", "config `FILE` (TOML)")
+	fs.StringVar(&f.config, "c", "", "config `FILE` (shorthand for --config)")
+	if name == "run" {
+		fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	}
+	if err := fs.Parse(args); err != nil {
+		return f, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return f, usageError{fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))}
+	}
+	if f.config == "" {
+		return f, usageError{fmt.Errorf("%s: -c FILE is required", name)}
+	}
+	if f.logFormat != "" && f.logFormat != "text" && f.logFormat != "json" {
+		return f, usageError{fmt.Errorf("%s: --log-format must be text or json, not %q", name, f.logFormat)}
+	}
+	return f, nil
+}
+
+func checkCmd(args []string, stdout, stderr io.Writer) error {
+	f, err := parseFlags("check", args, stderr)
+	if err != nil {
+		return err
+	}
+	if _, err := supervisor.LoadConfig(f.config); err != nil {
+		return usageError{err}
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", f.config)
+	return nil
+}
+
+func runCmd(args []string, stderr io.Writer) error {
+	f, err := parseFlags("run", args, stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := supervisor.LoadConfig(f.config)
+	if err != nil {
+		return usageError{err}
+	}
+	var h slog.Handler = slog.NewTextHandler(stderr, nil)
+	if f.logFormat == "json" {
+		h = slog.NewJSONHandler(stderr, nil)
+	}
+	log := slog.New(h)
+	closeInheritedFDs(log)
+
+	sup, err := supervisor.New(supervisor.Options{ConfigPath: f.config, Config: cfg, Logger: log})
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	go func() {
+		for sig := range sigs {
+			if sig == syscall.SIGHUP {
+				log.Info("SIGHUP: upgrade requested")
+				sup.RequestUpgrade()
+			} else {
+				log.Info("signal received; stopping", "signal", sig.String())
+				sup.Stop()
+			}
+		}
+	}()
+	log.Info("baton starting", "version", version, "config", f.config, "pid", os.Getpid())
+	if err := sup.Run(context.Background()); err != nil {
+		return err
+	}
+	log.Info("baton stopped")
+	return nil
+}
+
+// closeInheritedFDs marks every fd baton inherited above stderr
+// close-on-exec, so that nothing baton was given leaks into the service.
+func closeInheritedFDs(log *slog.Logger) {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		log.Warn("cannot list inherited fds", "err", err)
+		return
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd < 3 {
+			continue
+		}
+		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC) // EBADF: the dir's own fd, gone already
+	}
+}

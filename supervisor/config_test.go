@@ -1,0 +1,518 @@
+package supervisor
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/baton-sh/baton/handoff"
+)
+
+func configFile(name string) string { return filepath.Join("testdata", "config", name) }
+
+func TestLoadConfigValid(t *testing.T) {
+	defaults := func(path string, listeners ...handoff.ListenerSpec) *Config {
+		return &Config{
+			Path:      path,
+			Service:   ServiceConfig{Command: []string{"/srv/app/current/app"}},
+			Listeners: listeners,
+			Readiness: ReadinessConfig{Check: "notify", Timeout: DefaultReadinessTimeout},
+			Upgrade:   UpgradeConfig{Steering: "auto"},
+			Drain:     DrainConfig{Signal: syscall.SIGTERM, Timeout: DefaultDrainTimeout, Grace: DefaultDrainGrace},
+			Restart: RestartConfig{
+				MaxTries:   DefaultRestartMaxTries,
+				Backoff:    DefaultRestartBackoff,
+				MaxBackoff: DefaultRestartMaxBackoff,
+				ResetAfter: DefaultRestartResetAfter,
+			},
+		}
+	}
+	http := handoff.ListenerSpec{Name: "http", Network: "tcp", Address: "127.0.0.1:8080"}
+
+	tests := []struct {
+		file string
+		want func(path string) *Config
+	}{
+		{"good-minimal.toml", func(path string) *Config { return defaults(path, http) }},
+		{"good-full.toml", func(path string) *Config {
+			return &Config{
+				Path: path,
+				Service: ServiceConfig{
+					Command:     []string{"/srv/app/current/app", "--flag", "two words"},
+					Directory:   "/srv/app",
+					Environment: map[string]string{"GREETING": "hello", "EMPTY": "", "LISTEN_FDS_EXTRA": "x"},
+				},
+				Listeners: []handoff.ListenerSpec{
+					{Name: "http", Network: "tcp4", Address: "0.0.0.0:80"},
+					{Name: "admin", Network: "unix", Address: "/run/app/admin.sock", Mode: 0o660},
+					{Name: "dns", Network: "udp6", Address: "[::1]:5353"},
+				},
+				Readiness: ReadinessConfig{
+					Check:    "exec",
+					Timeout:  time.Minute,
+					Command:  []string{"/usr/bin/curl", "-sf", "http://127.0.0.1:8080/health"},
+					Interval: 250 * time.Millisecond,
+				},
+				Upgrade: UpgradeConfig{Steering: "bpf"},
+				Drain:   DrainConfig{Signal: syscall.SIGQUIT, Timeout: 150 * time.Second, Grace: 0},
+				Restart: RestartConfig{MaxTries: 0, Backoff: time.Second, MaxBackoff: time.Minute, ResetAfter: 5 * time.Minute},
+			}
+		}},
+		{"good-delay.toml", func(path string) *Config {
+			c := defaults(path,
+				handoff.ListenerSpec{Name: "http", Network: "tcp", Address: ":8080"},
+				handoff.ListenerSpec{Name: "metrics", Network: "unix", Address: "@baton-metrics"},
+				handoff.ListenerSpec{Name: "v6", Network: "tcp6", Address: "[::1]:9090"}, // canonical form
+			)
+			c.Service.Command = []string{"./bin/hello"}
+			c.Readiness = ReadinessConfig{Check: "delay", Timeout: 10 * time.Second, Delay: 2 * time.Second}
+			c.Upgrade.Steering = "shared"
+			return c
+		}},
+		{"good-dotted.toml", func(path string) *Config {
+			c := defaults(path,
+				handoff.ListenerSpec{Name: "http", Network: "tcp", Address: "127.0.0.1:0"},
+				handoff.ListenerSpec{Name: "http-also", Network: "tcp", Address: "127.0.0.1:0"},
+			)
+			c.Service.Environment = map[string]string{"GREETING": "hello"}
+			c.Drain.Signal = syscall.SIGINT
+			return c
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := configFile(tt.file)
+			got, err := LoadConfig(path)
+			if err != nil {
+				t.Fatalf("LoadConfig: %v", err)
+			}
+			if want := tt.want(path); !reflect.DeepEqual(got, want) {
+				t.Errorf("LoadConfig:\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestParseConfigInvalid(t *testing.T) {
+	tests := []struct {
+		file string
+		key  string // ConfigError.Key
+		line int    // ConfigError.Line
+		is   error  // if set, errors.Is(err, is)
+	}{
+		// TOML itself
+		{"bad-syntax.toml", "[[listener]] address", 6, nil},
+		// unknown keys
+		{"bad-unknown-top.toml", "[servce]", 8, ErrUnknownKey},
+		{"bad-unknown-section-key.toml", "[service] comand", 3, ErrUnknownKey},
+		{"bad-unknown-listener-key.toml", "[[listener]] tls", 11, ErrUnknownKey},
+		{"bad-unknown-many.toml", "verbose", 1, ErrUnknownKey},
+		{"bad-unknown-case.toml", "[drain] Timeout", 9, ErrUnknownKey},
+		// wrong types
+		{"bad-type-command-string.toml", "[service] command", 2, nil},
+		{"bad-type-timeout-number.toml", "[readiness] timeout", 9, nil},
+		{"bad-type-section.toml", "[drain]", 1, nil},
+		{"bad-type-listener-table.toml", "[[listener]]", 4, nil},
+		{"bad-type-env-value.toml", "[service] environment.PORT", 3, nil},
+		{"bad-mode-number.toml", "[[listener]] mode", 8, nil},
+		// durations and numbers
+		{"bad-duration.toml", "[drain] timeout", 10, nil},
+		{"bad-duration-negative.toml", "[restart] backoff", 9, nil},
+		{"bad-duration-zero.toml", "[readiness] interval", 11, nil},
+		{"bad-max-backoff.toml", "[restart] max_backoff", 10, nil},
+		{"bad-max-tries.toml", "[restart] max_tries", 9, nil},
+		// [service]
+		{"bad-no-command.toml", "[service] command", 1, nil},
+		{"bad-no-service.toml", "[service] command", 0, nil},
+		{"bad-empty-command.toml", "[service] command", 2, nil},
+		{"bad-empty-program.toml", "[service] command", 2, nil},
+		{"bad-relative-directory.toml", "[service] directory", 3, nil},
+		{"bad-env-reserved.toml", "[service] environment.LISTEN_FDS", 6, nil},
+		{"bad-env-baton.toml", "[service] environment.BATON_GENERATION", 3, nil},
+		{"bad-env-equals.toml", `[service] environment."A=B"`, 5, nil},
+		{"bad-env-empty.toml", `[service] environment.""`, 3, nil},
+		// [[listener]]
+		{"bad-no-listener.toml", "[[listener]]", 0, nil},
+		{"bad-listener-no-address.toml", "[[listener]] address", 8, nil},
+		{"bad-address-no-port.toml", "[[listener]] address", 6, nil},
+		{"bad-address-port-range.toml", "[[listener]] address", 10, nil},
+		{"bad-address-hostname.toml", "[[listener]] address", 6, nil},
+		{"bad-address-unix-relative.toml", "[[listener]] address", 7, nil},
+		{"bad-address-family.toml", "[[listener]] address", 7, nil},
+		{"bad-network.toml", "[[listener]] network", 7, nil},
+		{"bad-mode-non-unix.toml", "[[listener]] mode", 7, nil},
+		{"bad-mode-string.toml", "[[listener]] mode", 8, nil},
+		{"bad-duplicate-name.toml", "[[listener]] name", 9, nil},
+		{"bad-duplicate-address.toml", "[[listener]] address", 11, nil},
+		{"bad-listener-name-colon.toml", "[[listener]] name", 5, nil},
+		{"bad-listener-name-space.toml", "[[listener]] name", 5, nil},
+		// [readiness]
+		{"bad-readiness-check.toml", "[readiness] check", 9, nil},
+		{"bad-exec-no-command.toml", "[readiness] command", 8, nil},
+		{"bad-delay-no-delay.toml", "[readiness] delay", 8, nil},
+		{"bad-delay-not-shorter.toml", "[readiness] delay", 11, nil},
+		{"bad-command-for-notify.toml", "[readiness] command", 9, nil},
+		{"bad-interval-for-delay.toml", "[readiness] interval", 11, nil},
+		// [upgrade] and [drain]
+		{"bad-steering.toml", "[upgrade] steering", 9, nil},
+		{"bad-signal.toml", "[drain] signal", 9, nil},
+		{"bad-signal-kill.toml", "[drain] signal", 9, nil},
+		{"bad-signal-stop.toml", "[drain] signal", 9, nil},
+	}
+	seen := make(map[string]bool)
+	for _, tt := range tests {
+		seen[tt.file] = true
+		t.Run(tt.file, func(t *testing.T) {
+			path := configFile(tt.file)
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := ParseConfig("/etc/baton/"+tt.file, data)
+			if err == nil {
+				t.Fatalf("ParseConfig succeeded: %+v", c)
+			}
+			t.Log(err)
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v (%T) is not a *ConfigError", err, err)
+			}
+			if ce.File != "/etc/baton/"+tt.file || ce.Key != tt.key || ce.Line != tt.line {
+				t.Errorf("File, Key, Line = %q, %q, %d; want %q, %q, %d", ce.File, ce.Key, ce.Line, "/etc/baton/"+tt.file, tt.key, tt.line)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, ce.File+": ") || !strings.Contains(msg, tt.key) {
+				t.Errorf("message %q does not start with the file or lacks the key %q", msg, tt.key)
+			}
+			if tt.line > 0 && !strings.Contains(msg, "line "+strconv.Itoa(tt.line)+":") {
+				t.Errorf("message %q lacks line %d", msg, tt.line)
+			}
+			if tt.is != nil && !errors.Is(err, tt.is) {
+				t.Errorf("errors.Is(%v, %v) = false", err, tt.is)
+			}
+		})
+	}
+
+	// Every bad sample is in the table.
+	files, err := filepath.Glob(configFile("bad-*.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if !seen[filepath.Base(f)] {
+			t.Errorf("%s has no test case", f)
+		}
+	}
+}
+
+func TestParseConfigSyntaxErrorKeepsPosition(t *testing.T) {
+	_, err := LoadConfig(configFile("bad-syntax.toml"))
+	var pe toml.ParseError
+	if !errors.As(err, &pe) {
+		t.Fatalf("error %v does not wrap a toml.ParseError", err)
+	}
+	if pe.Position.Line != 6 || pe.Position.Col != 11 {
+		t.Errorf("position = line %d, column %d; want line 6, column 11", pe.Position.Line, pe.Position.Col)
+	}
+	if !strings.Contains(err.Error(), "column 11") {
+		t.Errorf("message %q lacks the column", err)
+	}
+}
+
+func TestParseConfigUnknownKeysAllListed(t *testing.T) {
+	_, err := LoadConfig(configFile("bad-unknown-many.toml"))
+	if !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("error %v is not ErrUnknownKey", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"line 1: unknown key verbose",
+		"[service] workdir (line 4)",
+		"[[listener]] adress (line 8)",
+		"[drain] sigal (line 11)",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q lacks %q", msg, want)
+		}
+	}
+}
+
+func TestParseConfigUnknownKeyHint(t *testing.T) {
+	tests := []struct{ file, hint string }{
+		{"bad-unknown-section-key.toml", `did you mean "command"?`},
+		{"bad-unknown-case.toml", `did you mean "timeout"?`},
+		{"bad-unknown-top.toml", `did you mean "service"?`},
+	}
+	for _, tt := range tests {
+		_, err := LoadConfig(configFile(tt.file))
+		if err == nil || !strings.Contains(err.Error(), tt.hint) {
+			t.Errorf("%s: error %v lacks the hint %q", tt.file, err, tt.hint)
+		}
+	}
+}
+
+// Errors in a later [[listener]] point at its lines, not the first one's.
+func TestParseConfigListenerLines(t *testing.T) {
+	text := `[service]
+command = ["app"]
+
+[[listener]]
+name = "a"
+address = "127.0.0.1:1"
+
+[[listener]]
+name = "b"
+address = "127.0.0.1:2"
+
+[[listener]]
+address = "127.0.0.1:3"
+network = "tcp"
+name = "c"
+mode = "0600"
+`
+	_, err := ParseConfig("t.toml", []byte(text))
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Line != 16 || ce.Key != "[[listener]] mode" {
+		t.Errorf("error %v; want line 16, key [[listener]] mode", err)
+	}
+
+	inline := `listener = [
+  { name = "a", address = "127.0.0.1:1" },
+  { name = "b", address = "127.0.0.1:2" },
+  { name = "c", address = "127.0.0.1:3", mode = "0600" },
+]
+[service]
+command = ["app"]
+`
+	_, err = ParseConfig("t.toml", []byte(inline))
+	if !errors.As(err, &ce) || ce.Line != 4 || ce.Key != "[[listener]] mode" {
+		t.Errorf("error %v; want line 4, key [[listener]] mode", err)
+	}
+}
+
+func TestLoadConfigMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nope.toml")
+	_, err := LoadConfig(path)
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.File != path {
+		t.Fatalf("error %v is not a *ConfigError for %s", err, path)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("errors.Is(%v, fs.ErrNotExist) = false", err)
+	}
+}
+
+func TestConfigErrorFormat(t *testing.T) {
+	inner := errors.New("boom")
+	tests := []struct {
+		err  *ConfigError
+		want string
+	}{
+		{&ConfigError{File: "/etc/baton/web.toml", Line: 7, Key: "[drain] timeout", Err: inner}, "/etc/baton/web.toml: line 7: [drain] timeout: boom"},
+		{&ConfigError{File: "/etc/baton/web.toml", Key: "[[listener]]", Err: inner}, "/etc/baton/web.toml: [[listener]]: boom"},
+		{&ConfigError{File: "/etc/baton/web.toml", Line: 3, Key: "[service] comand", Err: &unknownKeyError{}}, "/etc/baton/web.toml: line 3: unknown key [service] comand"},
+	}
+	for _, tt := range tests {
+		// The format is the contract for operators, so this one test does
+		// compare whole strings.
+		if got := tt.err.Error(); got != tt.want {
+			t.Errorf("Error() = %q; want %q", got, tt.want)
+		}
+	}
+	if !errors.Is(tests[0].err, inner) {
+		t.Error("ConfigError does not unwrap to Err")
+	}
+}
+
+func TestConfigListenersEqual(t *testing.T) {
+	cfg := func(specs ...handoff.ListenerSpec) *Config { return &Config{Listeners: specs} }
+	http := handoff.ListenerSpec{Name: "http", Network: "tcp", Address: "127.0.0.1:8080"}
+	admin := handoff.ListenerSpec{Name: "admin", Network: "unix", Address: "/run/admin.sock", Mode: 0o660}
+	with := func(s handoff.ListenerSpec, f func(*handoff.ListenerSpec)) handoff.ListenerSpec { f(&s); return s }
+
+	equal := []struct {
+		name string
+		a, b *Config
+	}{
+		{"same", cfg(http, admin), cfg(http, admin)},
+		{"both nil", nil, nil},
+	}
+	for _, tt := range equal {
+		if err := ListenersEqual(tt.a, tt.b); err != nil {
+			t.Errorf("%s: ListenersEqual = %v; want nil", tt.name, err)
+		}
+	}
+
+	different := []struct {
+		name string
+		a, b *Config
+		want string // part of the message
+	}{
+		{"address", cfg(http), cfg(with(http, func(s *handoff.ListenerSpec) { s.Address = "127.0.0.1:8081" })),
+			`listener "http": address changed from "127.0.0.1:8080" to "127.0.0.1:8081"`},
+		{"network", cfg(http), cfg(with(http, func(s *handoff.ListenerSpec) { s.Network = "tcp4" })),
+			`listener "http": network changed from "tcp" to "tcp4"`},
+		{"mode", cfg(admin), cfg(with(admin, func(s *handoff.ListenerSpec) { s.Mode = 0o600 })),
+			`listener "admin": mode changed from 0660 to 0600`},
+		{"added", cfg(http), cfg(http, admin), `listener "admin" added`},
+		{"removed", cfg(http, admin), cfg(http), `listener "admin" removed`},
+		{"renamed", cfg(http), cfg(with(http, func(s *handoff.ListenerSpec) { s.Name = "web" })), `listener "http" removed`},
+		{"order", cfg(http, admin), cfg(admin, http), `listener "http" moved from position 1 to 2`},
+		{"to none", cfg(http), nil, `listener "http" removed`},
+	}
+	for _, tt := range different {
+		err := ListenersEqual(tt.a, tt.b)
+		if !errors.Is(err, ErrListenersChanged) {
+			t.Errorf("%s: ListenersEqual = %v; want ErrListenersChanged", tt.name, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: message %q lacks %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+// The key scanner finds every key the toml package reports, on a line that
+// has the key's last part.
+func TestConfigKeyLines(t *testing.T) {
+	files, err := filepath.Glob(configFile("*.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v map[string]any
+		md, err := toml.Decode(string(data), &v)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(string(data), "\n")
+		kl := scanKeyLines(string(data))
+		seen := make(map[string]int)
+		for _, k := range md.Keys() {
+			n := kl.nth(k.String(), seen[k.String()])
+			seen[k.String()]++
+			if n < 1 || n > len(lines) || !strings.Contains(lines[n-1], k[len(k)-1]) {
+				t.Errorf("%s: key %s at line %d", f, k, n)
+			}
+		}
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	files, err := filepath.Glob(configFile("*.toml"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		// Keys are found on a line of the file whenever the text is TOML.
+		var v map[string]any
+		if md, err := toml.Decode(string(data), &v); err == nil {
+			kl := scanKeyLines(string(data))
+			nlines := strings.Count(string(data), "\n") + 1
+			seen := make(map[string]int)
+			for _, k := range md.Keys() {
+				n := kl.nth(k.String(), seen[k.String()])
+				seen[k.String()]++
+				if n < 1 || n > nlines {
+					t.Errorf("key %s at line %d of %d", k, n, nlines)
+				}
+			}
+		}
+
+		c, err := ParseConfig("fuzz.toml", data)
+		if err != nil {
+			ce, ok := err.(*ConfigError)
+			if !ok {
+				t.Fatalf("error %v is a %T, not a *ConfigError", err, err)
+			}
+			if ce.File != "fuzz.toml" || ce.Err == nil || !strings.HasPrefix(err.Error(), "fuzz.toml: ") {
+				t.Fatalf("bad ConfigError %#v", ce)
+			}
+			return
+		}
+		switch {
+		case len(c.Service.Command) == 0 || c.Service.Command[0] == "":
+			t.Fatalf("no program: %+v", c.Service)
+		case len(c.Listeners) == 0:
+			t.Fatal("no listeners")
+		case c.Readiness.Timeout <= 0, c.Drain.Timeout <= 0, c.Drain.Grace < 0,
+			c.Restart.Backoff <= 0, c.Restart.MaxBackoff < c.Restart.Backoff, c.Restart.ResetAfter <= 0:
+			t.Fatalf("bad duration: %+v", c)
+		case c.Drain.Signal == syscall.SIGKILL || c.Drain.Signal == syscall.SIGSTOP:
+			t.Fatalf("signal %v", c.Drain.Signal)
+		}
+		if err := ListenersEqual(c, c); err != nil {
+			t.Fatalf("ListenersEqual(c, c) = %v", err)
+		}
+	})
+}
+
+// Strings, arrays and inline tables that span lines or look like keys do not
+// confuse the key scanner.
+func TestConfigKeyLinesTricky(t *testing.T) {
+	text := `a = """
+b = "not a key"
+[not.a.table]
+"""
+c = [ # comment with d = 1
+  1979-05-27 07:32:00Z, '''lit''',
+  { e = 1, "f\u0067" = '''
+g = 2''' },
+]
+h = {i = [ "]", '}' ], j.k = 1}
+
+[[x]]
+"l.m" = 1
+[[x]]
+n = 1
+`
+	var v map[string]any
+	md, err := toml.Decode(text, &v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{
+		"a": 1, "c": 5, "c.e": 7, "c.fg": 7, "h": 10, "h.i": 10, "h.j.k": 10,
+		"x": 12, `x."l.m"`: 13, "x.n": 15,
+	}
+	kl := scanKeyLines(text)
+	for _, k := range md.Keys() {
+		if _, ok := want[k.String()]; !ok {
+			t.Errorf("toml has key %s, which the test does not expect", k)
+		}
+	}
+	for k, line := range want {
+		if got := kl.nth(k, 0); got != line {
+			t.Errorf("line of %s = %d; want %d", k, got, line)
+		}
+	}
+	if got := kl.nth("x", 1); got != 14 {
+		t.Errorf("line of second x = %d; want 14", got)
+	}
+	if got := kl.line(1, "x", "n"); got != 15 {
+		t.Errorf("line of x.n in element 1 = %d; want 15", got)
+	}
+	if got := kl.line(0, "x", "n"); got != 12 {
+		t.Errorf("line of missing x.n in element 0 = %d; want 12 (its header)", got)
+	}
+}

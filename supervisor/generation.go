@@ -1,0 +1,195 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/baton-sh/baton/handoff"
+)
+
+type genState int
+
+const (
+	genStarting genState = iota // the candidate: started, not yet promoted
+	genServing                  // routed: new connections reach it
+	genDraining                 // unrouted, waiting for its accept queues to empty
+	genStopping                 // stop signal sent, waiting for its process to exit
+)
+
+func (st genState) String() string {
+	return [...]string{"starting", "serving", "draining", "stopping"}[st]
+}
+
+// generation is one version of the service. Owned by the event loop.
+type generation struct {
+	id      int
+	cfg     *Config           // pinned: restarts use this, not a newer file
+	sockets []*handoff.Socket // one per listener, in listener order
+	owned   []bool            // sockets[i] belongs to this generation (steered)
+	state   genState
+	proc    *process // nil while a restart is pending, or after the last exit
+	started time.Time
+
+	crashes      int // consecutive crashes, reset after a long enough run
+	restarts     int // processes started after the first
+	restartTimer *time.Timer
+	drainTimer   *time.Timer
+	drainUntil   time.Time
+}
+
+// process is one running process of a generation. Owned by the event loop.
+type process struct {
+	gen        *generation
+	p          *os.Process
+	pid        int
+	started    time.Time
+	ready      bool
+	readyAt    time.Time
+	exited     bool
+	stopSent   bool
+	notReady   bool // stopped because it missed its readiness deadline
+	status     string // last STATUS= it sent
+	cancel     context.CancelFunc
+	readyTimer *time.Timer
+	killTimer  *time.Timer
+}
+
+func (p *process) stopTimers() {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	if p.readyTimer != nil {
+		p.readyTimer.Stop()
+	}
+	if p.killTimer != nil {
+		p.killTimer.Stop()
+	}
+}
+
+// startGeneration makes a generation from cfg with its sockets and starts
+// its process. On error nothing is left behind.
+func (s *Supervisor) startGeneration(cfg *Config) (*generation, error) {
+	g := &generation{id: s.nextID, cfg: cfg, started: time.Now()}
+	s.nextID++
+	for _, l := range s.listeners {
+		sock, owned, err := l.socketFor()
+		if err != nil {
+			g.closeSockets()
+			return nil, fmt.Errorf("generation %d: %w", g.id, err)
+		}
+		g.sockets = append(g.sockets, sock)
+		g.owned = append(g.owned, owned)
+	}
+	if err := s.spawn(g); err != nil {
+		g.closeSockets()
+		return nil, err
+	}
+	s.gens = append(s.gens, g)
+	return g, nil
+}
+
+// closeSockets closes the generation's own sockets. Where steering is on,
+// connections still queued in them move to the serving socket.
+func (g *generation) closeSockets() {
+	for i, sock := range g.sockets {
+		if g.owned[i] {
+			_ = sock.Close() // nothing to do about a failed close of a socket we give up
+		}
+	}
+	g.sockets, g.owned = nil, nil
+}
+
+// spawn starts a process for g and its readiness check.
+func (s *Supervisor) spawn(g *generation) error {
+	cfg := g.cfg
+	if err := checkCommand(cfg); err != nil {
+		return fmt.Errorf("generation %d: %w", g.id, err)
+	}
+	names := make([]string, len(s.listeners))
+	for i, l := range s.listeners {
+		names[i] = l.spec.Name
+	}
+	env := s.childEnv(g)
+	p, err := s.spawner.Start(handoff.Child{
+		Shim:    s.opts.Shim,
+		Path:    cfg.Service.Command[0],
+		Args:    cfg.Service.Command,
+		Dir:     cfg.Service.Directory,
+		Env:     env,
+		Sockets: g.sockets,
+		Names:   names,
+		Stdout:  s.opts.Stdout,
+		Stderr:  s.opts.Stderr,
+	})
+	if err != nil {
+		return fmt.Errorf("generation %d: %w", g.id, err)
+	}
+	proc := &process{gen: g, p: p, pid: p.Pid, started: time.Now()}
+	g.proc = proc
+	go func() {
+		st, err := p.Wait()
+		s.send(procExited{proc: proc, state: st, err: err})
+	}()
+	s.log.Info("process started", "gen", g.id, "pid", proc.pid, "command", cfg.Service.Command[0])
+	s.startReadiness(proc, env)
+	return nil
+}
+
+// checkCommand reports a command that cannot be run before anything starts.
+func checkCommand(cfg *Config) error {
+	path := cfg.Service.Command[0]
+	if strings.Contains(path, "/") && !filepath.IsAbs(path) && cfg.Service.Directory != "" {
+		path = filepath.Join(cfg.Service.Directory, path)
+	}
+	if _, err := handoff.LookPath(path, childPath()); err != nil {
+		return fmt.Errorf("command %s: %w", cfg.Service.Command[0], err)
+	}
+	return nil
+}
+
+// inheritedEnv names the variables of baton's own environment a child keeps;
+// everything else it gets is set explicitly.
+var inheritedEnv = []string{"HOME", "LANG", "LANGUAGE", "LOGNAME", "USER", "SHELL",
+	"TERM", "TZ", "TMPDIR", "JOURNAL_STREAM"}
+
+func childPath() string {
+	if p := os.Getenv("PATH"); p != "" {
+		return p
+	}
+	return handoff.DefaultPath
+}
+
+// childEnv is a minimal environment: PATH and a few variables of baton's,
+// the config's environment, and what baton itself tells the child. None of
+// baton's own LISTEN_*, NOTIFY_SOCKET or WATCHDOG_* reach the child.
+func (s *Supervisor) childEnv(g *generation) []string {
+	env := map[string]string{"PATH": childPath()}
+	for _, k := range inheritedEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
+	}
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "LC_") {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = v
+		}
+	}
+	for k, v := range g.cfg.Service.Environment {
+		env[k] = v
+	}
+	env["NOTIFY_SOCKET"] = s.notify.Addr()
+	env["BATON_GENERATION"] = strconv.Itoa(g.id)
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}

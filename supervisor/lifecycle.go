@@ -1,0 +1,514 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/baton-sh/baton/handoff"
+	"github.com/baton-sh/baton/probe"
+)
+
+// drainPoll is how often a draining generation's accept queues are read.
+const drainPoll = 10 * time.Millisecond
+
+type event interface{}
+
+type (
+	upgradeReq struct{ reply chan<- upgradeResult } // reply may be nil
+	stopReq    struct{}
+	statusReq  struct{ reply chan<- Status }
+	procExited struct {
+		proc  *process
+		state *os.ProcessState
+		err   error
+	}
+	notifyMsg  struct{ handoff.Notification }
+	checkDone  struct {
+		proc *process
+		err  error
+	}
+	readyTimeout struct{ proc *process }
+	killTimeout  struct{ proc *process }
+	restartDue   struct{ gen *generation }
+	drainTick    struct{ gen *generation }
+	graceOver    struct{ gen *generation }
+)
+
+type upgradeResult struct {
+	gen int
+	err error
+}
+
+func (s *Supervisor) handle(ev event) {
+	switch ev := ev.(type) {
+	case upgradeReq:
+		s.startUpgrade(ev.reply)
+	case stopReq:
+		s.beginStop("asked to stop")
+	case statusReq:
+		ev.reply <- s.status()
+	case procExited:
+		s.onExit(ev.proc, ev.state, ev.err)
+	case notifyMsg:
+		s.onNotify(ev.Notification)
+	case checkDone:
+		if ev.err == nil {
+			s.onReady(ev.proc)
+		} else if !ev.proc.exited && !ev.proc.ready {
+			s.onNotReady(ev.proc, ev.err.Error())
+		}
+	case readyTimeout:
+		if !ev.proc.exited && !ev.proc.ready {
+			s.onNotReady(ev.proc, fmt.Sprintf("not ready within %s", ev.proc.gen.cfg.Readiness.Timeout))
+		}
+	case killTimeout:
+		if !ev.proc.exited {
+			s.log.Warn("process did not exit in time; killing its process group",
+				"gen", ev.proc.gen.id, "pid", ev.proc.pid, "timeout", ev.proc.gen.cfg.Drain.Timeout)
+			_ = syscall.Kill(-ev.proc.pid, syscall.SIGKILL) // ESRCH: already gone
+		}
+	case restartDue:
+		s.restart(ev.gen)
+	case drainTick:
+		s.checkDrained(ev.gen)
+	case graceOver:
+		if ev.gen.state == genDraining {
+			s.stopGeneration(ev.gen, fmt.Sprintf("replaced by generation %d", s.servingID()))
+		}
+	default:
+		panic(fmt.Sprintf("supervisor: unknown event %T", ev))
+	}
+}
+
+func (s *Supervisor) servingID() int {
+	if s.serving == nil {
+		return 0
+	}
+	return s.serving.id
+}
+
+// startUpgrade re-reads the config and starts a candidate generation, or
+// queues the request behind the upgrade in progress.
+func (s *Supervisor) startUpgrade(reply chan<- upgradeResult) {
+	fail := func(err error) {
+		s.log.Error("upgrade not started", "err", err, "serving", s.servingID())
+		if reply != nil {
+			reply <- upgradeResult{err: fmt.Errorf("%w: %w", ErrUpgradeFailed, err)}
+		}
+	}
+	if s.stopping {
+		fail(errors.New("baton is stopping"))
+		return
+	}
+	if s.candidate != nil {
+		if !s.queued {
+			s.log.Info("upgrade in progress; another upgrade will follow it", "candidate", s.candidate.id)
+		}
+		s.queued = true
+		if reply != nil {
+			s.queuedWaiters = append(s.queuedWaiters, reply)
+		}
+		return
+	}
+	cfg, err := LoadConfig(s.opts.ConfigPath)
+	if err != nil {
+		fail(fmt.Errorf("config not reloaded: %w", err))
+		return
+	}
+	if err := ListenersEqual(s.base, cfg); err != nil {
+		fail(err)
+		return
+	}
+	if cfg.Upgrade.Steering != s.base.Upgrade.Steering {
+		fail(fmt.Errorf("[upgrade] steering changed from %q to %q; it can only change with a restart of baton",
+			s.base.Upgrade.Steering, cfg.Upgrade.Steering))
+		return
+	}
+	s.log.Info("upgrade started", "serving", s.servingID(), "gen", s.nextID)
+	g, err := s.startGeneration(cfg)
+	if err != nil {
+		fail(err)
+		s.nextQueued()
+		return
+	}
+	s.candidate = g
+	if reply != nil {
+		s.candidateWaiters = append(s.candidateWaiters, reply)
+	}
+}
+
+// nextQueued starts the upgrade queued behind the one just decided.
+func (s *Supervisor) nextQueued() {
+	if !s.queued || s.stopping {
+		return
+	}
+	waiters := s.queuedWaiters
+	s.queued, s.queuedWaiters = false, nil
+	if len(waiters) == 0 {
+		s.startUpgrade(nil)
+		return
+	}
+	for i, w := range waiters {
+		if i == 0 {
+			s.startUpgrade(w)
+		} else if s.candidate != nil {
+			s.candidateWaiters = append(s.candidateWaiters, w)
+		} else {
+			s.startUpgrade(w) // the first failed to start: each waiter learns why
+		}
+	}
+}
+
+func (s *Supervisor) decideCandidate(r upgradeResult) {
+	for _, w := range s.candidateWaiters {
+		w <- r
+	}
+	s.candidateWaiters = nil
+	s.candidate = nil
+}
+
+// startReadiness arms the readiness deadline and, for exec and delay
+// checks, runs the check. Notify readiness arrives through onNotify.
+func (s *Supervisor) startReadiness(p *process, env []string) {
+	rc := p.gen.cfg.Readiness
+	p.readyTimer = s.after(rc.Timeout, readyTimeout{proc: p})
+	if rc.Check == "notify" {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	go func() {
+		var err error
+		switch rc.Check {
+		case "exec":
+			err = probe.Exec{
+				Command:  rc.Command,
+				Dir:      p.gen.cfg.Service.Directory,
+				Env:      append(env, "BATON_PID="+strconv.Itoa(p.pid)),
+				Interval: rc.Interval,
+			}.Wait(ctx)
+		case "delay":
+			err = probe.Delay(ctx, rc.Delay)
+		}
+		if ctx.Err() == nil {
+			s.send(checkDone{proc: p, err: err})
+		}
+	}()
+}
+
+// onReady: the process passed its readiness check.
+func (s *Supervisor) onReady(p *process) {
+	if p.ready || p.exited || p.stopSent {
+		return
+	}
+	p.ready, p.readyAt = true, time.Now()
+	p.stopTimers()
+	g := p.gen
+	s.log.Info("process ready", "gen", g.id, "pid", p.pid, "after", p.readyAt.Sub(p.started).Round(time.Millisecond))
+	if g == s.candidate {
+		s.promote(g)
+	}
+}
+
+// onNotReady: the process failed its check or missed its deadline.
+func (s *Supervisor) onNotReady(p *process, why string) {
+	g := p.gen
+	p.stopTimers()
+	if g == s.candidate {
+		s.failUpgrade(g, why)
+		return
+	}
+	// A (re)started process of the serving generation: stop it and let the
+	// crash path restart it.
+	s.log.Warn("process not ready; stopping it", "gen", g.id, "pid", p.pid, "reason", why)
+	p.notReady = true
+	s.signal(p, g.cfg.Drain.Signal)
+}
+
+// promote routes new connections to g and retires the generation it
+// replaces.
+func (s *Supervisor) promote(g *generation) {
+	old := s.serving
+	if err := s.route(g, old); err != nil {
+		s.failUpgrade(g, err.Error())
+		return
+	}
+	g.state = genServing
+	s.serving = g
+	s.log.Info("promoted", "gen", g.id, "pid", g.proc.pid, "replaces", idOf(old))
+	s.decideCandidate(upgradeResult{gen: g.id})
+	if old != nil {
+		s.drain(old)
+	}
+	s.nextQueued()
+}
+
+func idOf(g *generation) int {
+	if g == nil {
+		return 0
+	}
+	return g.id
+}
+
+// failUpgrade stops a candidate that will not be promoted; the serving
+// generation is untouched.
+func (s *Supervisor) failUpgrade(g *generation, why string) {
+	s.log.Error("upgrade failed", "gen", g.id, "pid", pidOf(g), "reason", why, "serving", s.servingID())
+	s.decideCandidate(upgradeResult{err: fmt.Errorf("%w: generation %d: %s", ErrUpgradeFailed, g.id, why)})
+	s.stopGeneration(g, "upgrade failed")
+	s.nextQueued()
+}
+
+func pidOf(g *generation) int {
+	if g.proc == nil {
+		return 0
+	}
+	return g.proc.pid
+}
+
+// drain unroutes g (already done by promoting its successor), waits until
+// its steered sockets' accept queues are empty plus the grace, then stops
+// it. With only shared sockets there is nothing to wait for.
+func (s *Supervisor) drain(g *generation) {
+	g.state = genDraining
+	if g.restartTimer != nil {
+		g.restartTimer.Stop()
+	}
+	steered := false
+	for _, o := range g.owned {
+		steered = steered || o
+	}
+	if !steered || g.proc == nil {
+		s.stopGeneration(g, fmt.Sprintf("replaced by generation %d", s.servingID()))
+		return
+	}
+	s.log.Info("draining", "gen", g.id, "pid", g.proc.pid)
+	g.drainUntil = time.Now().Add(g.cfg.Drain.Timeout)
+	s.checkDrained(g)
+}
+
+func (s *Supervisor) checkDrained(g *generation) {
+	if g.state != genDraining {
+		return
+	}
+	waiting := 0
+	for i, sock := range g.sockets {
+		if !g.owned[i] {
+			continue
+		}
+		n, err := sock.QueueLen()
+		if err != nil {
+			s.log.Warn("cannot read accept queue; stopping without waiting", "gen", g.id, "err", err)
+			waiting = 0
+			break
+		}
+		waiting += n
+	}
+	switch {
+	case waiting == 0:
+		g.drainTimer = s.after(g.cfg.Drain.Grace, graceOver{gen: g})
+	case time.Now().After(g.drainUntil):
+		s.log.Warn("accept queue did not empty in time; stopping anyway",
+			"gen", g.id, "waiting", waiting, "timeout", g.cfg.Drain.Timeout)
+		s.stopGeneration(g, "drain timeout")
+	default:
+		g.drainTimer = s.after(drainPoll, drainTick{gen: g})
+	}
+}
+
+// stopGeneration sends g's process its stop signal (SIGKILL to its group
+// after the drain timeout); g is retired once the process has exited.
+func (s *Supervisor) stopGeneration(g *generation, why string) {
+	g.state = genStopping
+	if g.restartTimer != nil {
+		g.restartTimer.Stop()
+	}
+	if g.drainTimer != nil {
+		g.drainTimer.Stop()
+	}
+	if g.proc == nil {
+		s.retire(g)
+		return
+	}
+	s.log.Info("stopping", "gen", g.id, "pid", g.proc.pid, "signal", signalName(g.cfg.Drain.Signal), "reason", why)
+	s.signal(g.proc, g.cfg.Drain.Signal)
+}
+
+// signal sends sig to the main process and arms the SIGKILL deadline.
+func (s *Supervisor) signal(p *process, sig syscall.Signal) {
+	if p.stopSent {
+		return
+	}
+	p.stopSent = true
+	p.stopTimers()
+	if err := p.p.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		s.log.Warn("cannot signal process", "gen", p.gen.id, "pid", p.pid, "err", err)
+	}
+	p.killTimer = s.after(p.gen.cfg.Drain.Timeout, killTimeout{proc: p})
+}
+
+// retire forgets a generation whose process has exited.
+func (s *Supervisor) retire(g *generation) {
+	g.closeSockets()
+	for i, x := range s.gens {
+		if x == g {
+			s.gens = append(s.gens[:i], s.gens[i+1:]...)
+			break
+		}
+	}
+	if s.serving == g {
+		s.serving = nil
+	}
+	s.log.Info("retired", "gen", g.id)
+}
+
+func (s *Supervisor) onExit(p *process, st *os.ProcessState, werr error) {
+	p.exited = true
+	p.stopTimers()
+	g := p.gen
+	// Leftovers of the process group would be orphans: the main process
+	// is gone, so the group goes too (systemd's KillMode=mixed does the same).
+	_ = syscall.Kill(-p.pid, syscall.SIGKILL) // ESRCH when nothing is left
+	how := exitText(st, werr)
+	if g.proc == p {
+		g.proc = nil
+	}
+	switch {
+	case g.state == genDraining || g.state == genStopping:
+		s.log.Info("process exited", "gen", g.id, "pid", p.pid, "status", how)
+		s.retire(g)
+	case g == s.candidate:
+		s.failUpgrade(g, "exited before it was ready: "+how)
+	case s.stopping:
+		s.retire(g)
+	default:
+		s.onCrash(g, p, how)
+	}
+}
+
+// onCrash restarts a serving generation's process with exponential
+// backoff, or gives up after [restart] max_tries consecutive crashes.
+func (s *Supervisor) onCrash(g *generation, p *process, how string) {
+	rc := g.cfg.Restart
+	if p.ready && time.Since(p.started) >= rc.ResetAfter {
+		g.crashes = 0
+	}
+	g.crashes++
+	if g.crashes > rc.MaxTries {
+		s.log.Error("process keeps crashing; giving up", "gen", g.id, "pid", p.pid, "status", how,
+			"crashes", g.crashes, "max_tries", rc.MaxTries)
+		s.retire(g)
+		if s.candidate == nil {
+			s.exitErr = fmt.Errorf("generation %d: %w", g.id, ErrGaveUp)
+			s.beginStop("the service keeps crashing")
+		}
+		return
+	}
+	delay := rc.Backoff << (g.crashes - 1)
+	if delay > rc.MaxBackoff || delay <= 0 {
+		delay = rc.MaxBackoff
+	}
+	level := "process crashed; restarting"
+	if p.notReady {
+		level = "process was not ready in time; restarting"
+	}
+	s.log.Warn(level, "gen", g.id, "pid", p.pid, "status", how, "in", delay,
+		"attempt", g.crashes, "max_tries", rc.MaxTries)
+	g.restartTimer = s.after(delay, restartDue{gen: g})
+}
+
+func (s *Supervisor) restart(g *generation) {
+	if g != s.serving || g.proc != nil || s.stopping {
+		return
+	}
+	g.restarts++
+	if err := s.spawn(g); err != nil {
+		s.log.Error("restart failed", "gen", g.id, "err", err)
+		s.onCrash(g, &process{gen: g, started: time.Now()}, err.Error())
+	}
+}
+
+// onNotify applies a notify message to the process that sent it.
+func (s *Supervisor) onNotify(n handoff.Notification) {
+	p := s.processOf(n.PID)
+	if n.Err != nil {
+		s.log.Warn("notify message ignored", "pid", n.PID, "gen", genOf(p), "err", n.Err)
+		return
+	}
+	if p == nil {
+		s.log.Warn("notify message from a process baton does not supervise ignored", "pid", n.PID)
+		return
+	}
+	if st, ok := n.Fields["STATUS"]; ok {
+		p.status = st
+		s.log.Info("status", "gen", p.gen.id, "pid", p.pid, "status", st)
+	}
+	switch {
+	case n.Fields["STOPPING"] == "1":
+		s.log.Info("process says it is stopping", "gen", p.gen.id, "pid", p.pid)
+	case n.Fields["READY"] == "1" && p.gen.cfg.Readiness.Check == "notify":
+		s.onReady(p)
+	}
+}
+
+func genOf(p *process) int {
+	if p == nil {
+		return 0
+	}
+	return p.gen.id
+}
+
+// processOf finds the process a pid speaks for: a main process, or a
+// member of its process group (e.g. a helper like systemd-notify that its
+// main process ran; such a helper must still be alive when baton reads it).
+func (s *Supervisor) processOf(pid int) *process {
+	for _, g := range s.gens {
+		if g.proc != nil && g.proc.pid == pid {
+			return g.proc
+		}
+	}
+	pgid, err := syscall.Getpgid(pid)
+	if err != nil {
+		return nil
+	}
+	for _, g := range s.gens {
+		if g.proc != nil && g.proc.pid == pgid {
+			return g.proc
+		}
+	}
+	return nil
+}
+
+func exitText(st *os.ProcessState, err error) string {
+	if err != nil {
+		return "wait failed: " + err.Error()
+	}
+	return st.String()
+}
+
+func signalName(sig syscall.Signal) string {
+	if name := signalNames[sig]; name != "" {
+		return name
+	}
+	return "signal " + strconv.Itoa(int(sig))
+}
+
+var signalNames = func() map[syscall.Signal]string {
+	m := map[syscall.Signal]string{}
+	for name, sig := range map[string]syscall.Signal{
+		"SIGTERM": syscall.SIGTERM, "SIGINT": syscall.SIGINT, "SIGQUIT": syscall.SIGQUIT,
+		"SIGHUP": syscall.SIGHUP, "SIGUSR1": syscall.SIGUSR1, "SIGUSR2": syscall.SIGUSR2,
+		"SIGWINCH": syscall.SIGWINCH, "SIGKILL": syscall.SIGKILL,
+	} {
+		m[sig] = name
+	}
+	return m
+}()
+
+var _ = strings.Cut

@@ -1,0 +1,101 @@
+package supervisor_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-sh/baton/handoff"
+	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/coreos/go-systemd/v22/daemon"
+)
+
+// TestMain lets the test binary act as baton's exec shim and as the service
+// the tests supervise (the "app", selected by APP_HELPER=1).
+func TestMain(m *testing.M) {
+	handoff.RunShim()
+	if os.Getenv("APP_HELPER") == "1" {
+		os.Exit(runApp())
+	}
+	if err := handoff.CloseOnExecInherited(); err != nil {
+		panic(err)
+	}
+	os.Exit(m.Run())
+}
+
+// runApp is a realistic Go net/http service: it takes its listeners through
+// go-systemd (which checks LISTEN_PID), says READY=1, and on SIGTERM shuts
+// down gracefully. Its behaviour is steered by environment variables:
+//
+//	APP_VERSION       reported in every answer
+//	APP_EXIT=N        exit with status N at once, before listening
+//	APP_READY_DELAY=D wait D before READY=1
+//	APP_NEVER_READY=1 serve, but never say READY=1
+//	APP_IGNORE_TERM=1 ignore SIGTERM (baton must SIGKILL it)
+//
+// GET / answers "hello from generation G pid P (version V)"; /slow?ms=N
+// waits N ms first; /crash exits at once with status 3.
+func runApp() int {
+	if code := os.Getenv("APP_EXIT"); code != "" {
+		n, _ := strconv.Atoi(code)
+		fmt.Fprintln(os.Stderr, "app: exiting at once as asked")
+		return n
+	}
+	lns, err := activation.Listeners()
+	if err != nil || len(lns) == 0 {
+		fmt.Fprintf(os.Stderr, "app: no listeners (LISTEN_PID=%s pid=%d): %v\n", os.Getenv("LISTEN_PID"), os.Getpid(), err)
+		return 1
+	}
+	answer := fmt.Sprintf("hello from generation %s pid %d (version %s)\n",
+		os.Getenv("BATON_GENERATION"), os.Getpid(), os.Getenv("APP_VERSION"))
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, answer) })
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		fmt.Fprint(w, answer)
+	})
+	mux.HandleFunc("/crash", func(w http.ResponseWriter, r *http.Request) { os.Exit(3) })
+	srv := &http.Server{Handler: mux}
+	errc := make(chan error, len(lns))
+	for _, l := range lns {
+		go func(l net.Listener) { errc <- srv.Serve(l) }(l)
+	}
+
+	sigs := make(chan os.Signal, 1)
+	if os.Getenv("APP_IGNORE_TERM") == "1" {
+		signal.Ignore(syscall.SIGTERM)
+	} else {
+		signal.Notify(sigs, syscall.SIGTERM)
+	}
+	if d, err := time.ParseDuration(os.Getenv("APP_READY_DELAY")); err == nil {
+		time.Sleep(d)
+	}
+	if os.Getenv("APP_NEVER_READY") != "1" {
+		if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+			fmt.Fprintln(os.Stderr, "app: notify:", err)
+			return 1
+		}
+	}
+	select {
+	case <-sigs:
+	case err := <-errc:
+		fmt.Fprintln(os.Stderr, "app: serve:", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		fmt.Fprintln(os.Stderr, "app: shutdown:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,51 @@
+package supervisor
+
+import "time"
+
+// Status is a snapshot of the supervisor, taken by the event loop.
+type Status struct {
+	Listeners   []ListenerStatus
+	Generations []GenerationStatus // oldest first
+	Serving     int                // id of the serving generation, 0 if none
+	Candidate   int                // id of the upgrade in progress, 0 if none
+	Stopping    bool
+}
+
+// ListenerStatus describes one listener.
+type ListenerStatus struct {
+	Name, Network, Address string
+	Mode                   string // ModeSteered or ModeShared
+	Why                    string // why this mode
+}
+
+// GenerationStatus describes one generation.
+type GenerationStatus struct {
+	ID         int
+	State      string // starting, serving, draining, stopping
+	PID        int    // 0 while a restart is pending
+	Ready      bool
+	Started    time.Time
+	ReadyAfter time.Duration // of the current process, 0 until ready
+	Restarts   int
+	Status     string // last STATUS= from the process
+}
+
+func (s *Supervisor) status() Status {
+	st := Status{Serving: s.servingID(), Candidate: idOf(s.candidate), Stopping: s.stopping}
+	for _, l := range s.listeners {
+		st.Listeners = append(st.Listeners, ListenerStatus{
+			Name: l.spec.Name, Network: l.spec.Network, Address: l.bound.Address, Mode: l.mode, Why: l.reason,
+		})
+	}
+	for _, g := range s.gens {
+		gs := GenerationStatus{ID: g.id, State: g.state.String(), Started: g.started, Restarts: g.restarts}
+		if p := g.proc; p != nil {
+			gs.PID, gs.Ready, gs.Status = p.pid, p.ready, p.status
+			if p.ready {
+				gs.ReadyAfter = p.readyAt.Sub(p.started)
+			}
+		}
+		st.Generations = append(st.Generations, gs)
+	}
+	return st
+}

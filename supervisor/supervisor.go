@@ -1,0 +1,257 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/baton-sh/baton/handoff"
+)
+
+// ErrGaveUp is returned by Run when the serving generation crashed more
+// often than [restart] max_tries allows and no other generation could take
+// over.
+var ErrGaveUp = errors.New("service keeps crashing; gave up restarting it")
+
+// ErrUpgradeFailed is wrapped by the error of an upgrade that did not end in
+// a promotion.
+var ErrUpgradeFailed = errors.New("upgrade failed")
+
+// ErrStopped is returned by calls made after the supervisor stopped.
+var ErrStopped = errors.New("supervisor stopped")
+
+// Options configure a Supervisor.
+type Options struct {
+	// ConfigPath is re-read at every upgrade.
+	ConfigPath string
+	// Config is the config already read from ConfigPath, used for the first
+	// generation and for the listeners, which never change while Run runs.
+	Config *Config
+	// Logger receives every step; nil means slog.Default().
+	Logger *slog.Logger
+	// Shim is the binary run as the exec shim ("/proc/self/exe" when empty).
+	Shim string
+	// Stdout and Stderr are the fds children write to (1 and 2 when 0).
+	Stdout, Stderr int
+}
+
+// Supervisor runs one service. Create it with New, then call Run once.
+type Supervisor struct {
+	opts   Options
+	log    *slog.Logger
+	events chan event
+	done   chan struct{} // closed when Run returns
+
+	// Everything below is owned by the Run goroutine.
+	base      *Config // the config the listeners were made from
+	listeners []*listener
+	spawner   *handoff.Spawner
+	notify    *handoff.NotifySocket
+	gens      []*generation // every generation that has not been retired
+	serving   *generation   // routed; nil only before the first start or after giving up
+	candidate *generation   // the upgrade in progress, if any
+	nextID    int
+	// Callers waiting for the candidate's outcome, and for the upgrade
+	// queued behind it (queued is true when one was asked for).
+	candidateWaiters []chan<- upgradeResult
+	queued           bool
+	queuedWaiters    []chan<- upgradeResult
+	stopping         bool
+	exitErr          error
+}
+
+// New checks the options. It starts nothing.
+func New(opts Options) (*Supervisor, error) {
+	if opts.Config == nil {
+		return nil, errors.New("supervisor: no config")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Shim == "" {
+		opts.Shim = "/proc/self/exe"
+	}
+	if opts.Stdout == 0 {
+		opts.Stdout = 1
+	}
+	if opts.Stderr == 0 {
+		opts.Stderr = 2
+	}
+	return &Supervisor{
+		opts:   opts,
+		log:    opts.Logger,
+		events: make(chan event, 64),
+		done:   make(chan struct{}),
+		base:   opts.Config,
+		nextID: 1,
+	}, nil
+}
+
+// Run creates the listeners, starts the first generation and supervises
+// until Stop is called or ctx ends (a normal stop returns nil) or the
+// service cannot be kept running. Every child is stopped and every socket
+// closed before Run returns.
+func (s *Supervisor) Run(ctx context.Context) (err error) {
+	defer close(s.done)
+	if err := s.setup(); err != nil {
+		s.teardown()
+		return err
+	}
+	defer s.teardown()
+	go s.readNotify()
+
+	g, err := s.startGeneration(s.base)
+	if err != nil {
+		s.stopAll("the first generation could not start")
+		s.drainEvents(ctx)
+		return err
+	}
+	s.serving = g
+	g.state = genServing
+	s.log.Info("generation started", "gen", g.id, "pid", g.proc.pid)
+
+	ctxDone := ctx.Done()
+	for !(s.stopping && len(s.gens) == 0) {
+		select {
+		case <-ctxDone:
+			ctxDone = nil
+			s.beginStop("asked to stop")
+		case ev := <-s.events:
+			s.handle(ev)
+		}
+	}
+	return s.exitErr
+}
+
+// drainEvents runs the loop until every generation is gone, for a stop
+// before the main loop began.
+func (s *Supervisor) drainEvents(ctx context.Context) {
+	for len(s.gens) > 0 {
+		s.handle(<-s.events)
+	}
+}
+
+// Upgrade starts an upgrade (or joins the one queued behind the upgrade in
+// progress) and waits until it is decided. It returns the promoted
+// generation's id, or an error wrapping ErrUpgradeFailed that says why.
+func (s *Supervisor) Upgrade(ctx context.Context) (int, error) {
+	reply := make(chan upgradeResult, 1)
+	if !s.send(upgradeReq{reply: reply}) {
+		return 0, ErrStopped
+	}
+	select {
+	case r := <-reply:
+		return r.gen, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-s.done:
+		return 0, ErrStopped
+	}
+}
+
+// RequestUpgrade asks for an upgrade without waiting for it, as SIGHUP does.
+func (s *Supervisor) RequestUpgrade() { s.send(upgradeReq{}) }
+
+// Stop asks the supervisor to stop every generation and return from Run.
+func (s *Supervisor) Stop() { s.send(stopReq{}) }
+
+// Status returns a snapshot of the listeners and generations.
+func (s *Supervisor) Status(ctx context.Context) (Status, error) {
+	reply := make(chan Status, 1)
+	if !s.send(statusReq{reply: reply}) {
+		return Status{}, ErrStopped
+	}
+	select {
+	case st := <-reply:
+		return st, nil
+	case <-ctx.Done():
+		return Status{}, ctx.Err()
+	case <-s.done:
+		return Status{}, ErrStopped
+	}
+}
+
+// send hands an event to the loop; it reports false once Run has returned.
+func (s *Supervisor) send(ev event) bool {
+	select {
+	case s.events <- ev:
+		return true
+	case <-s.done:
+		return false
+	}
+}
+
+// after sends ev to the loop once d has passed.
+func (s *Supervisor) after(d time.Duration, ev event) *time.Timer {
+	return time.AfterFunc(d, func() { s.send(ev) })
+}
+
+func (s *Supervisor) readNotify() {
+	for {
+		n, err := s.notify.Receive()
+		if err != nil {
+			return // closed by teardown
+		}
+		if !s.send(notifyMsg{n}) {
+			return
+		}
+	}
+}
+
+func (s *Supervisor) setup() error {
+	sp, err := sharedSpawner()
+	if err != nil {
+		return err
+	}
+	s.spawner = sp
+	if s.notify, err = handoff.ListenNotify(); err != nil {
+		return err
+	}
+	return s.setupListeners()
+}
+
+// teardown closes what setup made; every generation is gone by now.
+func (s *Supervisor) teardown() {
+	for _, l := range s.listeners {
+		l.close()
+	}
+	if s.notify != nil {
+		_ = s.notify.Close() // ends readNotify
+	}
+}
+
+// beginStop stops every generation; Run returns once all have exited.
+func (s *Supervisor) beginStop(why string) {
+	if s.stopping {
+		return
+	}
+	s.log.Info("stopping: draining every generation", "reason", why)
+	s.stopAll(why)
+}
+
+func (s *Supervisor) stopAll(why string) {
+	s.stopping = true
+	if s.candidate != nil {
+		s.failUpgrade(s.candidate, "baton is stopping")
+	}
+	s.replyQueued(upgradeResult{err: fmt.Errorf("%w: baton is stopping", ErrUpgradeFailed)})
+	for _, g := range append([]*generation(nil), s.gens...) {
+		if g.state != genStopping {
+			s.stopGeneration(g, why)
+		}
+	}
+}
+
+func (s *Supervisor) replyQueued(r upgradeResult) {
+	for _, w := range s.queuedWaiters {
+		w <- r
+	}
+	s.queuedWaiters, s.queued = nil, false
+}
+
+// sharedSpawner is process-wide: its thread must outlive every child of
+// the process, whichever Supervisor started it.
+var sharedSpawner = sync.OnceValues(handoff.NewSpawner)
