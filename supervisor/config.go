@@ -139,7 +139,7 @@ func (e *ConfigError) Error() string {
 	case errors.As(e.Err, &uk):
 		parts = append(parts, "unknown key "+e.Key+uk.detail())
 	case e.Err == nil:
-		parts = append(parts, e.Key+": invalid")
+		parts = append(parts, strings.TrimPrefix(e.Key+": invalid", ": "))
 	default:
 		if e.Key != "" {
 			parts = append(parts, e.Key)
@@ -793,8 +793,8 @@ func (p *parser) readiness(raw *rawReadiness) (ReadinessConfig, error) {
 		}
 	}
 
-	onlyFor := func(k, check, example string) error {
-		return p.errorf(-1, key(k), "is only used by check = %q, and check is %q: remove %s, or use check = %q and %s", check, r.Check, k, check, example)
+	onlyFor := func(k, check string) error {
+		return p.errorf(-1, key(k), "is only used by check = %q, and check is %q: remove %s, or set check = %q", check, r.Check, k, check)
 	}
 	switch r.Check {
 	case "exec":
@@ -822,13 +822,13 @@ func (p *parser) readiness(raw *rawReadiness) (ReadinessConfig, error) {
 		}
 	}
 	if raw.Command != nil && r.Check != "exec" {
-		return r, onlyFor("command", "exec", `command = ["/usr/bin/curl", "-sf", "http://127.0.0.1:8080/health"]`)
+		return r, onlyFor("command", "exec")
 	}
 	if raw.Interval != nil && r.Check != "exec" {
-		return r, onlyFor("interval", "exec", `a command`)
+		return r, onlyFor("interval", "exec")
 	}
 	if raw.Delay != nil && r.Check != "delay" {
-		return r, onlyFor("delay", "delay", `no command`)
+		return r, onlyFor("delay", "delay")
 	}
 	return r, nil
 }

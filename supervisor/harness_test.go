@@ -224,3 +224,7 @@ func (h *harness) settled() supervisor.Status {
 		return len(st.Generations) == 1 && st.Candidate == 0 && h.gen(st, st.Serving).Ready
 	})
 }
+
+func testLogger(w *syncBuffer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}

@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-sh/baton/internal/loadgen"
+)
+
+// The real binaries, built once by TestMain.
+var batonBin, helloBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "baton-cmd-test")
+	if err != nil {
+		panic(err)
+	}
+	batonBin, helloBin = filepath.Join(dir, "baton"), filepath.Join(dir, "hello")
+	for bin, pkg := range map[string]string{batonBin: ".", helloBin: "../../examples/hello"} {
+		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// batonProc is a running `baton run` with its JSON log lines.
+type batonProc struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	lines chan map[string]any
+	log   *strings.Builder
+	done  chan error
+}
+
+func writeHelloConfig(t *testing.T, dir, version, extra string) string {
+	cfg := filepath.Join(dir, "baton.toml")
+	content := fmt.Sprintf(`[service]
+command = [%q]
+environment = { GREETING_VERSION = %q }
+
+[[listener]]
+name = "http"
+address = "127.0.0.1:0"
+
+[readiness]
+timeout = "10s"
+%s`, helloBin, version, extra)
+	if err := os.WriteFile(cfg, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func startBaton(t *testing.T, cfg string) *batonProc {
+	cmd := exec.Command(batonBin, "run", "-c", cfg, "--log-format", "json")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	b := &batonProc{t: t, cmd: cmd, lines: make(chan map[string]any, 1000), log: &strings.Builder{}, done: make(chan error, 1)}
+	logDone := make(chan struct{})
+	go func() {
+		defer close(logDone)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			b.log.WriteString(sc.Text() + "\n")
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				select {
+				case b.lines <- m:
+				default:
+				}
+			}
+		}
+		close(b.lines)
+	}()
+	go func() {
+		<-logDone
+		b.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("baton log:\n%s", b.log.String())
+		}
+	})
+	return b
+}
+
+// waitLog returns the first log line with msg (bounded).
+func (b *batonProc) waitLog(msg string) map[string]any {
+	b.t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case m, ok := <-b.lines:
+			if !ok {
+				b.t.Fatalf("baton exited before logging %q", msg)
+			}
+			if m["msg"] == msg {
+				return m
+			}
+		case <-timeout:
+			b.t.Fatalf("no %q in baton's log", msg)
+		}
+	}
+}
+
+// wait waits (bounded) for baton to exit and returns its exit code.
+func (b *batonProc) wait() int {
+	b.t.Helper()
+	select {
+	case err := <-b.done:
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		return 0
+	case <-time.After(60 * time.Second):
+		b.t.Fatal("baton did not exit")
+		return -1
+	}
+}
+
+func alive(pid int) bool {
+	// A zombie still "exists": look at its state.
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
+}
+
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); alive(pid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d still alive", pid)
+		}
+	}
+}
+
+// TestRunUpgradeAndStop drives the real binary: SIGHUP upgrades the
+// example under load without a failed request, SIGTERM drains and exits 0,
+// and no child is left.
+func TestRunUpgradeAndStop(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeHelloConfig(t, dir, "1", "")
+	b := startBaton(t, cfg)
+	addr := b.waitLog("listener ready")["address"].(string)
+	pid1 := int(b.waitLog("process ready")["pid"].(float64))
+	url := "http://" + addr
+	load := loadgen.Run(context.Background(), loadgen.Options{URL: url, Clients: 8, SlowEvery: 10, SlowMS: 100})
+	defer load.Stop()
+
+	writeHelloConfig(t, dir, "2", "")
+	b.cmd.Process.Signal(syscall.SIGHUP)
+	promoted := b.waitLog("promoted")
+	if promoted["gen"].(float64) != 2 {
+		t.Errorf("promoted %v", promoted)
+	}
+	if _, err := loadgen.WaitFor(context.Background(), url, func(body string) bool {
+		return strings.Contains(body, "generation 2 ") && strings.Contains(body, "(version 2)")
+	}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b.waitLog("retired")
+	waitGone(t, pid1)
+	res := load.Stop()
+	if res.Failed != 0 || res.Sent == 0 {
+		t.Errorf("sent %d failed %d: %v", res.Sent, res.Failed, res.Errors)
+	}
+
+	pid2 := int(promoted["pid"].(float64))
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	if code := b.wait(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	waitGone(t, pid2)
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Error("address still listening after baton exited")
+	}
+}
+
+// TestSIGKILLLeavesNoOrphans: children die with baton even when baton is
+// SIGKILLed (PR_SET_PDEATHSIG, set for the spawning thread).
+func TestSIGKILLLeavesNoOrphans(t *testing.T) {
+	b := startBaton(t, writeHelloConfig(t, t.TempDir(), "1", ""))
+	pid := int(b.waitLog("process ready")["pid"].(float64))
+	b.cmd.Process.Kill()
+	b.wait()
+	waitGone(t, pid)
+}
+
+// TestBadInputExits2: every class of bad config, and bad usage, exits 2
+// with a message naming the problem, and starts nothing.
+func TestBadInputExits2(t *testing.T) {
+	bad, err := filepath.Glob("../../supervisor/testdata/config/bad-*.toml")
+	if err != nil || len(bad) == 0 {
+		t.Fatalf("no bad configs: %v", err)
+	}
+	for _, f := range bad {
+		for _, sub := range []string{"run", "check"} {
+			out, code := runBaton(t, sub, "-c", f)
+			if code != 2 || !strings.Contains(out, filepath.Base(f)) {
+				t.Errorf("baton %s -c %s: exit %d, output %q; want 2 and the file named", sub, filepath.Base(f), code, out)
+			}
+		}
+	}
+	for _, args := range [][]string{{}, {"frobnicate"}, {"run"}, {"run", "-c"}, {"run", "-c", "x", "extra"},
+		{"run", "-c", "/nonexistent.toml"}, {"run", "-c", "x", "--log-format", "xml"}} {
+		if out, code := runBaton(t, args...); code != 2 || out == "" {
+			t.Errorf("baton %q: exit %d, output %q; want 2 and a message", args, code, out)
+		}
+	}
+}
+
+func TestCheckAndVersion(t *testing.T) {
+	if out, code := runBaton(t, "check", "-c", writeHelloConfig(t, t.TempDir(), "1", "")); code != 0 || !strings.Contains(out, "ok") {
+		t.Errorf("check: exit %d %q", code, out)
+	}
+	if out, code := runBaton(t, "version"); code != 0 || !strings.HasPrefix(out, "baton ") {
+		t.Errorf("version: exit %d %q", code, out)
+	}
+}
+
+// TestAddressInUse: baton refuses to start on an address another process
+// holds, instead of joining its reuseport group.
+func TestAddressInUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	dir := t.TempDir()
+	cfg := writeHelloConfig(t, dir, "1", "")
+	content, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(content), "127.0.0.1:0", l.Addr().String(), 1)), 0o644)
+	out, code := runBaton(t, "run", "-c", cfg)
+	if code != 1 || !strings.Contains(out, "address already in use") {
+		t.Errorf("exit %d, output %q; want 1 and 'address already in use'", code, out)
+	}
+}
+
+func runBaton(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, batonBin, args...)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(out), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), 0
+}
+
+
