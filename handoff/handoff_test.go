@@ -213,7 +213,6 @@ func TestSpawnHandsOverExactlyTheListeners(t *testing.T) {
 	}
 }
 
-
 func TestSpawnReportsMissingProgram(t *testing.T) {
 	sp, err := NewSpawner()
 	if err != nil {
@@ -232,11 +231,11 @@ func TestSpawnReportsMissingProgram(t *testing.T) {
 
 func TestParseNotify(t *testing.T) {
 	good := map[string]map[string]string{
-		"READY=1":                     {"READY": "1"},
+		"READY=1":                      {"READY": "1"},
 		"READY=1\nSTATUS=warming up\n": {"READY": "1", "STATUS": "warming up"},
-		"STATUS=a=b":                  {"STATUS": "a=b"},
-		"\n\nSTOPPING=1\n":            {"STOPPING": "1"},
-		"X_1=\nX_1=2":                 {"X_1": "2"},
+		"STATUS=a=b":                   {"STATUS": "a=b"},
+		"\n\nSTOPPING=1\n":             {"STOPPING": "1"},
+		"X_1=\nX_1=2":                  {"X_1": "2"},
 	}
 	for in, want := range good {
 		got, err := ParseNotify([]byte(in))

@@ -53,7 +53,7 @@ type process struct {
 	readyAt    time.Time
 	exited     bool
 	stopSent   bool
-	notReady   bool // stopped because it missed its readiness deadline
+	notReady   bool   // stopped because it missed its readiness deadline
 	status     string // last STATUS= it sent
 	cancel     context.CancelFunc
 	readyTimer *time.Timer

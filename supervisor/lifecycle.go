@@ -28,8 +28,8 @@ type (
 		state *os.ProcessState
 		err   error
 	}
-	notifyMsg  struct{ handoff.Notification }
-	checkDone  struct {
+	notifyMsg struct{ handoff.Notification }
+	checkDone struct {
 		proc *process
 		err  error
 	}

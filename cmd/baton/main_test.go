@@ -280,5 +280,3 @@ func runBaton(t *testing.T, args ...string) (string, int) {
 	}
 	return string(out), 0
 }
-
-
