@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-sh/baton/handoff"
 	"github.com/baton-sh/baton/supervisor"
 )
 
@@ -119,6 +120,9 @@ func (s *syncBuffer) String() string {
 // first generation is ready.
 func start(t testing.TB, a app) *harness {
 	t.Helper()
+	if a.Steering == "" || a.Steering == "bpf" {
+		requireSteering(t)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	h := &harness{t: t, cfgPath: filepath.Join(t.TempDir(), "baton.toml"), done: make(chan error, 1),
@@ -227,4 +231,14 @@ func (h *harness) settled() supervisor.Status {
 
 func testLogger(w *syncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// requireSteering skips a test that needs kernel steering where baton may
+// not load BPF programs (not root, no CAP_BPF). CI runs as root.
+func requireSteering(t testing.TB) {
+	st, err := handoff.NewSteering()
+	if err != nil {
+		t.Skipf("kernel steering unavailable: %v", err)
+	}
+	st.Close()
 }

@@ -190,7 +190,7 @@ func (s *Supervisor) startReadiness(p *process, env []string) {
 			err = probe.Exec{
 				Command:  rc.Command,
 				Dir:      p.gen.cfg.Service.Directory,
-				Env:      append(env, "BATON_PID="+strconv.Itoa(p.pid)),
+				Env:      checkEnv(env, p.pid),
 				Interval: rc.Interval,
 			}.Wait(ctx)
 		case "delay":
@@ -200,6 +200,18 @@ func (s *Supervisor) startReadiness(p *process, env []string) {
 			s.send(checkDone{proc: p, err: err})
 		}
 	}()
+}
+
+// checkEnv is the environment of an exec check: the child's, with the pid
+// it judges, and without the notify socket (a check is not the service).
+func checkEnv(env []string, pid int) []string {
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, "BATON_PID="+strconv.Itoa(pid))
 }
 
 // onReady: the process passed its readiness check.
@@ -511,4 +523,3 @@ var signalNames = func() map[syscall.Signal]string {
 	return m
 }()
 
-var _ = strings.Cut
