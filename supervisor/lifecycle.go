@@ -522,4 +522,3 @@ var signalNames = func() map[syscall.Signal]string {
 	}
 	return m
 }()
-
