@@ -211,3 +211,125 @@ func checkNonBlockingSockets(t *testing.T) {
 		}
 	}
 }
+
+// TestUDPListenerUpgrade: a UDP listener is steered like TCP: datagrams go
+// to the serving generation only, before and after an upgrade.
+func TestUDPListenerUpgrade(t *testing.T) {
+	listeners := "[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n\n" +
+		"[[listener]]\nname = \"dns\"\nnetwork = \"udp\"\naddress = \"127.0.0.1:0\"\n"
+	h := start(t, app{Version: "v1", Listeners: listeners})
+	st := h.status()
+	if st.Listeners[1].Mode != supervisor.ModeSteered {
+		t.Fatalf("udp listener mode %+v", st.Listeners[1])
+	}
+	ask := func() string {
+		c, err := net.Dial("udp", st.Listeners[1].Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		buf := make([]byte, 200)
+		// Datagrams may be lost; retry a few times, each bounded.
+		for try := 0; try < 5; try++ {
+			c.Write([]byte("who?"))
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			if n, err := c.Read(buf); err == nil {
+				return string(buf[:n])
+			}
+		}
+		t.Fatal("no answer over UDP")
+		return ""
+	}
+	for i := 0; i < 20; i++ {
+		if got := ask(); !strings.Contains(got, "generation 1 ") {
+			t.Fatalf("got %q, want generation 1", got)
+		}
+	}
+	if _, err := h.upgrade(app{Version: "v2", Listeners: listeners}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if got := ask(); !strings.Contains(got, "generation 2 ") {
+			t.Fatalf("after upgrade got %q, want generation 2", got)
+		}
+	}
+}
+
+// TestSameProtocolAsSystemd runs one reporting script under Debian's
+// systemd-socket-activate (systemd's own socket-activation sender) and under
+// baton, and checks that the child sees the same protocol from both: one
+// listener on fd 3 and nothing else, LISTEN_FDS, LISTEN_FDNAMES, and
+// LISTEN_PID equal to its own pid.
+func TestSameProtocolAsSystemd(t *testing.T) {
+	activate, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Skip("systemd-socket-activate not installed (Debian package systemd)")
+	}
+	dir := t.TempDir()
+	script := `exec >"$REPORT.tmp"; echo "pid=$$"; printf fds=; ls -m /proc/$$/fd; env | grep ^LISTEN_; mv "$REPORT.tmp" "$REPORT"; exec sleep 60`
+	report := func(path string) map[string]string {
+		t.Helper()
+		var out []byte
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if out, err = os.ReadFile(path); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no report at %s", path)
+			}
+		}
+		vars := map[string]string{}
+		for _, line := range strings.Split(string(out), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok {
+				vars[k] = v
+			}
+		}
+		return vars
+	}
+
+	// systemd's side: it starts the command at the first connection.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	sysReport := filepath.Join(dir, "systemd")
+	cmd := exec.Command(activate, "-l", addr, "--fdname=http", "-E", "REPORT="+sysReport, "/bin/sh", "-c", script)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var c net.Conn
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if c, err = net.Dial("tcp", addr); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+	}
+	defer c.Close()
+	fromSystemd := report(sysReport)
+
+	batonReport := filepath.Join(dir, "baton")
+	start(t, app{
+		RawCommand: []string{"/bin/sh", "-c", script},
+		Env:        map[string]string{"REPORT": batonReport},
+		Readiness:  "check = \"delay\"\ndelay = \"10ms\"",
+		Steering:   "auto",
+	})
+	fromBaton := report(batonReport)
+
+	for _, r := range []map[string]string{fromSystemd, fromBaton} {
+		if r["LISTEN_PID"] != r["pid"] {
+			t.Errorf("LISTEN_PID %q, own pid %q", r["LISTEN_PID"], r["pid"])
+		}
+	}
+	for _, k := range []string{"fds", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		if fromSystemd[k] != fromBaton[k] {
+			t.Errorf("%s: systemd-socket-activate gives %q, baton %q", k, fromSystemd[k], fromBaton[k])
+		}
+	}
+	t.Logf("systemd: %v\nbaton:   %v", fromSystemd, fromBaton)
+}

@@ -49,9 +49,9 @@ func runApp() int {
 		fmt.Fprintln(os.Stderr, "app: exiting at once as asked")
 		return n
 	}
-	lns, err := activation.Listeners()
-	if err != nil || len(lns) == 0 {
-		fmt.Fprintf(os.Stderr, "app: no listeners (LISTEN_PID=%s pid=%d): %v\n", os.Getenv("LISTEN_PID"), os.Getpid(), err)
+	lns, pcs, err := activated()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "app: %v (LISTEN_PID=%s pid=%d)\n", err, os.Getenv("LISTEN_PID"), os.Getpid())
 		return 1
 	}
 	answer := fmt.Sprintf("hello from generation %s pid %d (version %s)\n",
@@ -68,6 +68,9 @@ func runApp() int {
 	errc := make(chan error, len(lns))
 	for _, l := range lns {
 		go func(l net.Listener) { errc <- srv.Serve(l) }(l)
+	}
+	for _, pc := range pcs {
+		go echoGeneration(pc, answer)
 	}
 
 	sigs := make(chan os.Signal, 1)
@@ -98,4 +101,40 @@ func runApp() int {
 		return 1
 	}
 	return 0
+}
+
+// activated takes the sockets passed by socket activation (go-systemd checks
+// LISTEN_PID) and sorts them into stream listeners and datagram sockets.
+func activated() ([]net.Listener, []net.PacketConn, error) {
+	files := activation.Files(true)
+	if len(files) == 0 {
+		return nil, nil, errors.New("no sockets passed")
+	}
+	var (
+		lns []net.Listener
+		pcs []net.PacketConn
+	)
+	for _, f := range files {
+		if l, err := net.FileListener(f); err == nil {
+			lns = append(lns, l)
+		} else if pc, err := net.FilePacketConn(f); err == nil {
+			pcs = append(pcs, pc)
+		} else {
+			return nil, nil, fmt.Errorf("fd %s: neither a listener nor a datagram socket", f.Name())
+		}
+		f.Close()
+	}
+	return lns, pcs, nil
+}
+
+// echoGeneration answers every datagram with the app's greeting.
+func echoGeneration(pc net.PacketConn, answer string) {
+	buf := make([]byte, 1500)
+	for {
+		_, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		pc.WriteTo([]byte(answer), from)
+	}
 }
