@@ -2,29 +2,47 @@ package supervisor
 
 import (
 	"os"
-	"path/filepath"
-	"strconv"
+	"strings"
 	"testing"
-	"time"
-	"sort"
+
+	"github.com/BurntSushi/toml"
 )
 
-func TestTmpCorpusTiming(t *testing.T) {
-	dir := os.Getenv("CORPUS")
-	files, _ := filepath.Glob(filepath.Join(dir, "*"))
-	type r struct{ f string; d time.Duration; n int }
-	var rs []r
-	for _, f := range files {
-		b, _ := os.ReadFile(f)
-		s := string(b)
-		// format: go test fuzz v1\n[]byte("...")
-		i := len("go test fuzz v1\n[]byte(")
-		q, err := strconv.Unquote(s[i : len(s)-2])
-		if err != nil { t.Log(f, err); continue }
-		start := time.Now()
-		ParseConfig("x", []byte(q))
-		rs = append(rs, r{f, time.Since(start), len(q)})
-	}
-	sort.Slice(rs, func(i, j int) bool { return rs[i].d > rs[j].d })
-	for _, x := range rs[:min(5, len(rs))] { t.Log(x.f, x.d, x.n) }
+func BenchmarkTmpParse(b *testing.B) {
+	data, _ := os.ReadFile(configFile("good-full.toml"))
+	b.Run("parse", func(b *testing.B) {
+		for b.Loop() {
+			ParseConfig("x", data)
+		}
+	})
+	b.Run("decode", func(b *testing.B) {
+		for b.Loop() {
+			var v map[string]any
+			toml.Decode(string(data), &v)
+		}
+	})
+	b.Run("scan", func(b *testing.B) {
+		for b.Loop() {
+			scanKeyLines(string(data))
+		}
+	})
+	b.Run("body", func(b *testing.B) {
+		for b.Loop() {
+			var v map[string]any
+			if md, err := toml.Decode(string(data), &v); err == nil {
+				kl := scanKeyLines(string(data))
+				nlines := strings.Count(string(data), "\n") + 1
+				seen := make(map[string]int)
+				for _, k := range md.Keys() {
+					n := kl.nth(k.String(), seen[k.String()])
+					seen[k.String()]++
+					_ = n < 1 || n > nlines
+				}
+			}
+			c, err := ParseConfig("fuzz.toml", data)
+			if err == nil {
+				ListenersEqual(c, c)
+			}
+		}
+	})
 }
