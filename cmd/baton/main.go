@@ -19,12 +19,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 
 	"github.com/baton-sh/baton/handoff"
 	"github.com/baton-sh/baton/supervisor"
-	"golang.org/x/sys/unix"
 )
 
 // version is stamped by the Makefile through -ldflags.
@@ -137,7 +135,10 @@ func runCmd(args []string, stderr io.Writer) error {
 		h = slog.NewJSONHandler(stderr, nil)
 	}
 	log := slog.New(h)
-	closeInheritedFDs(log)
+	// Nothing baton inherited may leak into the service.
+	if err := handoff.CloseOnExecInherited(); err != nil {
+		return err
+	}
 
 	sup, err := supervisor.New(supervisor.Options{ConfigPath: f.config, Config: cfg, Logger: log})
 	if err != nil {
@@ -163,21 +164,4 @@ func runCmd(args []string, stderr io.Writer) error {
 	}
 	log.Info("baton stopped")
 	return nil
-}
-
-// closeInheritedFDs marks every fd baton inherited above stderr
-// close-on-exec, so that nothing baton was given leaks into the service.
-func closeInheritedFDs(log *slog.Logger) {
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		log.Warn("cannot list inherited fds", "err", err)
-		return
-	}
-	for _, e := range entries {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd < 3 {
-			continue
-		}
-		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC) // EBADF: the dir's own fd, gone already
-	}
 }
