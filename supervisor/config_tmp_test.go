@@ -1,48 +1,57 @@
 package supervisor
 
 import (
-	"os"
+	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/BurntSushi/toml"
+	"time"
 )
 
-func BenchmarkTmpParse(b *testing.B) {
-	data, _ := os.ReadFile(configFile("good-full.toml"))
-	b.Run("parse", func(b *testing.B) {
-		for b.Loop() {
-			ParseConfig("x", data)
+func tmpInputs() map[string]string {
+	const size = 100 << 10
+	head := "[service]\ncommand = [\"/a\"]\n"
+	rep := func(unit string) string { return strings.Repeat(unit, size/len(unit)) }
+	numbered := func(format string) string {
+		var b strings.Builder
+		for i := 0; b.Len() < size; i++ {
+			fmt.Fprintf(&b, format, i, i)
 		}
-	})
-	b.Run("decode", func(b *testing.B) {
-		for b.Loop() {
-			var v map[string]any
-			toml.Decode(string(data), &v)
-		}
-	})
-	b.Run("scan", func(b *testing.B) {
-		for b.Loop() {
-			scanKeyLines(string(data))
-		}
-	})
-	b.Run("body", func(b *testing.B) {
-		for b.Loop() {
-			var v map[string]any
-			if md, err := toml.Decode(string(data), &v); err == nil {
-				kl := scanKeyLines(string(data))
-				nlines := strings.Count(string(data), "\n") + 1
-				seen := make(map[string]int)
-				for _, k := range md.Keys() {
-					n := kl.nth(k.String(), seen[k.String()])
-					seen[k.String()]++
-					_ = n < 1 || n > nlines
-				}
-			}
-			c, err := ParseConfig("fuzz.toml", data)
-			if err == nil {
-				ListenersEqual(c, c)
-			}
-		}
-	})
+		return b.String()
+	}
+	return map[string]string{
+		"unknown top keys":    numbered("k%d = %d\n"),
+		"unknown svc keys":    head + numbered("k%d = %d\n"),
+		"env vars":            "[service]\ncommand = [\"/a\"]\n[service.environment]\n" + numbered("V%d = \"%d\"\n"),
+		"listeners":           head + numbered("[[listener]]\nname = \"l%d\"\naddress = \"127.0.0.1:%d\"\n"),
+		"listeners dup port":  head + numbered("[[listener]]\nname = \"l%d\"\naddress = \"127.0.0.1:0\" # %d\n"),
+		"unknown listener key": head + numbered("[[listener]]\nname = \"l%d\"\nx = %d\n"),
+		"nested tables":       numbered("[a%d.b.c.d.e.f]\ng = %d\n"),
+		"deep table header":   "[" + strings.Repeat("a.", size/2) + "b]\n",
+		"deep inline":         "x = " + strings.Repeat("{a=", size/3) + "1" + strings.Repeat("}", size/3) + "\n",
+		"deep arrays":         "x = " + strings.Repeat("[", size/2) + strings.Repeat("]", size/2) + "\n",
+		"long string":         head + "[service.environment]\nX = \"" + rep("a") + "\"\n",
+		"long escapes":        "x = \"" + rep("\\t") + "\"\n",
+		"long key":            rep("a") + " = 1\n",
+		"long quoted key":     "\"" + rep("\\u0041") + "\" = 1\n",
+		"multiline str quotes": "x = \"\"\"" + rep("\"\"\\\"") + "\"\"\"\n",
+		"many strings array":  head + "[readiness]\ncheck=\"exec\"\ncommand = [" + rep("\"a\", ") + "]\n",
+		"array of inline":     "listener = [" + numbered("{name=\"l%d\", address=\"127.0.0.1:%d\"},") + "]\n" + head,
+		"comments":            rep("# comment\n"),
+		"blank":               rep("\n"),
+		"dotted keys":         numbered("a.b%d.c = %d\n"),
+		"unterminated":        "x = \"" + rep("a"),
+		"brackets":            rep("["),
+		"equals":              rep("a=1\n="),
+	}
+}
+
+func TestTmpPathological(t *testing.T) {
+	for name, in := range tmpInputs() {
+		start := time.Now()
+		_, err := ParseConfig("x", []byte(in))
+		d := time.Since(start)
+		msg := fmt.Sprint(err)
+		if len(msg) > 100 { msg = msg[:100] }
+		t.Logf("%-22s %8d bytes %12v %s", name, len(in), d, msg)
+	}
 }

@@ -280,3 +280,47 @@ func runBaton(t *testing.T, args ...string) (string, int) {
 	}
 	return string(out), 0
 }
+
+// TestInheritedFDsDoNotReachTheService: an fd baton inherited without
+// close-on-exec (from a careless parent) is not passed on to the service.
+func TestInheritedFDsDoNotReachTheService(t *testing.T) {
+	dir := t.TempDir()
+	report := filepath.Join(dir, "report")
+	cfg := filepath.Join(dir, "baton.toml")
+	script := `exec >"$REPORT.tmp"; ls -m /proc/$$/fd; mv "$REPORT.tmp" "$REPORT"; exec sleep 60`
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`[service]
+command = ["/bin/sh", "-c", %q]
+environment = { REPORT = %q }
+[[listener]]
+name = "http"
+address = "127.0.0.1:0"
+[readiness]
+check = "delay"
+delay = "10ms"
+`, script, report)), 0o644)
+	leak, err := os.Open("/dev/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leak.Close()
+	cmd := exec.Command(batonBin, "run", "-c", cfg)
+	// fds 3, 4 and 5 in baton, not close-on-exec (the listener lands on 3 in
+	// the child, so the leak shows on 4 and 5 if it gets through).
+	cmd.ExtraFiles = []*os.File{leak, leak, leak}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	var out []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if out, err = os.ReadFile(report); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no report from the service")
+		}
+	}
+	if got := strings.TrimSpace(string(out)); got != "0, 1, 2, 3" {
+		t.Errorf("service fds: %q, want 0, 1, 2, 3 (its one listener)", got)
+	}
+}
