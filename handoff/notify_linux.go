@@ -23,6 +23,7 @@ type NotifySocket struct {
 // Notification is one message received on the notify socket.
 type Notification struct {
 	PID    int               // sender's pid, from the kernel's credentials
+	PGID   int               // sender's process group, read on arrival; 0 if it had exited
 	Fields map[string]string // parsed KEY=VALUE pairs; nil when Err is set
 	Err    error             // why the message was rejected, wrapping ErrNotifyMessage
 }
@@ -75,7 +76,12 @@ func (n *NotifySocket) Receive() (Notification, error) {
 		if !credOK {
 			continue // no credentials: cannot attribute the message; drop it
 		}
+		// Read the group now: a short-lived sender (systemd-notify run by
+		// the service) may be gone by the time the message is handled.
 		note := Notification{PID: pid}
+		if pgid, err := unix.Getpgid(pid); err == nil {
+			note.PGID = pgid
+		}
 		switch {
 		case flags&unix.MSG_TRUNC != 0 || nb > MaxNotifyMessage:
 			note.Err = fmt.Errorf("%w: longer than %d bytes", ErrNotifyMessage, MaxNotifyMessage)

@@ -24,7 +24,7 @@ type Socket struct {
 	unixDev, unixIno uint64
 }
 
-// Listen creates the socket for spec: TCP without MPTCP, with SO_REUSEADDR,
+// Listen creates the socket for spec: TCP without MPTCP and with SO_REUSEADDR,
 // and with SO_REUSEPORT when reusePort is set (so that sibling sockets can
 // join its group, see JoinGroup). A stale unix socket file (nobody listening)
 // is replaced; a live one or any other file at the path is an error.
@@ -101,9 +101,13 @@ func listenConfig(reusePort bool) *net.ListenConfig {
 				if strings.HasPrefix(network, "unix") {
 					return
 				}
-				if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
-					serr = fmt.Errorf("SO_REUSEADDR: %w", serr)
-					return
+				// TCP only: on UDP, SO_REUSEADDR would let another user's
+				// socket share the port.
+				if strings.HasPrefix(network, "tcp") {
+					if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+						serr = fmt.Errorf("SO_REUSEADDR: %w", serr)
+						return
+					}
 				}
 				if reusePort {
 					if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); serr != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -67,6 +68,11 @@ type Steering struct {
 // The program is loaded with the select-or-migrate attach type when the kernel
 // can migrate (5.14+), else with plain select; Migrates reports which.
 func NewSteering() (*Steering, error) {
+	// Kernels before 5.11 charge BPF objects to RLIMIT_MEMLOCK; on newer
+	// ones this does nothing.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, loadError("raise RLIMIT_MEMLOCK", err)
+	}
 	sockets, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "baton_steer",
 		Type:       ebpf.ReusePortSockArray,

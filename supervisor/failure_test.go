@@ -3,6 +3,7 @@ package supervisor_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -226,5 +227,75 @@ func TestUpgradesDuringAnUpgradeAreQueued(t *testing.T) {
 	}
 	if st := h.settled(); st.Serving != 3 {
 		t.Errorf("serving %d, want 3", st.Serving)
+	}
+}
+
+// TestGiveUpDuringUpgrade: when the serving generation gives up while an
+// upgrade is in progress, its sockets stay open (clients wait in the
+// backlog, none is refused) until the upgrade is decided. A candidate that
+// becomes ready takes over; one that fails leaves baton nothing to run, and
+// Run returns ErrGaveUp.
+func TestGiveUpDuringUpgrade(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		candidate app
+		takesOver bool
+	}{
+		{"candidate takes over", app{Version: "v2", Restart: "max_tries = 0", Env: map[string]string{"APP_READY_DELAY": "1s"}}, true},
+		{"candidate fails", app{Version: "v2", Restart: "max_tries = 0", Env: map[string]string{"APP_NEVER_READY": "1"},
+			Readiness: "check = \"notify\"\ntimeout = \"1s\""}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := start(t, app{Version: "v1", Restart: "max_tries = 0"})
+			h.write(tc.candidate)
+			result := make(chan error, 1)
+			go func() {
+				_, err := h.sup.Upgrade(h.ctx)
+				result <- err
+			}()
+			h.waitFor("candidate started", func(st supervisor.Status) bool { return st.Candidate != 0 })
+			if resp, err := http.Get(h.url + "/crash"); err == nil {
+				resp.Body.Close()
+			}
+			h.waitFor("serving generation gave up", func(st supervisor.Status) bool {
+				return h.gen(st, 1).GaveUp
+			})
+			// The address still listens: a client is queued, not refused.
+			c, err := net.DialTimeout("tcp", strings.TrimPrefix(h.url, "http://"), 2*time.Second)
+			if err != nil {
+				t.Fatalf("client refused while the upgrade is pending: %v", err)
+			}
+			c.Close()
+			if !tc.takesOver {
+				// Nor does the unready candidate get that client's request.
+				client := &http.Client{Timeout: 300 * time.Millisecond}
+				if resp, err := client.Get(h.url); err == nil {
+					resp.Body.Close()
+					t.Errorf("a request was answered (%s) while only an unready candidate runs", resp.Status)
+				}
+			}
+			err = <-result
+			if tc.takesOver {
+				if err != nil {
+					t.Fatalf("upgrade: %v", err)
+				}
+				if _, err := loadgen.WaitFor(h.ctx, h.url, func(b string) bool { return strings.Contains(b, "generation 2 ") }, 5*time.Second); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, supervisor.ErrUpgradeFailed) {
+				t.Fatalf("upgrade: %v, want ErrUpgradeFailed", err)
+			}
+			select {
+			case err := <-h.done:
+				h.done <- err
+				if !errors.Is(err, supervisor.ErrGaveUp) {
+					t.Errorf("Run: %v, want ErrGaveUp", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("Run did not return after giving up")
+			}
+		})
 	}
 }

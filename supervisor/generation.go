@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/baton-sh/baton/handoff"
+	"golang.org/x/sys/unix"
 )
 
 type genState int
@@ -36,8 +37,9 @@ type generation struct {
 	proc    *process // nil while a restart is pending, or after the last exit
 	started time.Time
 
-	crashes      int // consecutive crashes, reset after a long enough run
-	restarts     int // processes started after the first
+	gaveUp       bool // crashed more than [restart] max_tries allows: no more restarts
+	crashes      int  // consecutive crashes, reset after a long enough run
+	restarts     int  // processes started after the first
 	restartTimer *time.Timer
 	drainTimer   *time.Timer
 	drainUntil   time.Time
@@ -133,12 +135,28 @@ func (s *Supervisor) spawn(g *generation) error {
 	proc := &process{gen: g, p: p, pid: p.Pid, started: time.Now()}
 	g.proc = proc
 	go func() {
-		st, err := p.Wait()
-		s.send(procExited{proc: proc, state: st, err: err})
+		// Wait without reaping: until the loop reaps it, the pid (and the
+		// process group id) stays ours, so signals to them cannot hit a
+		// stranger that got the pid anew.
+		if err := waitExited(proc.pid); err != nil {
+			s.log.Error("cannot wait for process", "gen", g.id, "pid", proc.pid, "err", err)
+		}
+		s.send(procExited{proc: proc})
 	}()
 	s.log.Info("process started", "gen", g.id, "pid", proc.pid, "command", cfg.Service.Command[0])
 	s.startReadiness(proc, env)
 	return nil
+}
+
+// waitExited blocks until the child pid has exited, leaving it unreaped.
+func waitExited(pid int) error {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 // checkCommand reports a command that cannot be run before anything starts.

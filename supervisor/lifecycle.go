@@ -23,13 +23,9 @@ type (
 	upgradeReq struct{ reply chan<- upgradeResult } // reply may be nil
 	stopReq    struct{}
 	statusReq  struct{ reply chan<- Status }
-	procExited struct {
-		proc  *process
-		state *os.ProcessState
-		err   error
-	}
-	notifyMsg struct{ handoff.Notification }
-	checkDone struct {
+	procExited struct{ proc *process } // exited, not yet reaped
+	notifyMsg  struct{ handoff.Notification }
+	checkDone  struct {
 		proc *process
 		err  error
 	}
@@ -54,17 +50,17 @@ func (s *Supervisor) handle(ev event) {
 	case statusReq:
 		ev.reply <- s.status()
 	case procExited:
-		s.onExit(ev.proc, ev.state, ev.err)
+		s.onExit(ev.proc)
 	case notifyMsg:
 		s.onNotify(ev.Notification)
 	case checkDone:
 		if ev.err == nil {
 			s.onReady(ev.proc)
-		} else if !ev.proc.exited && !ev.proc.ready {
+		} else if !ev.proc.exited && !ev.proc.ready && !ev.proc.stopSent {
 			s.onNotReady(ev.proc, ev.err.Error())
 		}
 	case readyTimeout:
-		if !ev.proc.exited && !ev.proc.ready {
+		if !ev.proc.exited && !ev.proc.ready && !ev.proc.stopSent {
 			s.onNotReady(ev.proc, fmt.Sprintf("not ready within %s", ev.proc.gen.cfg.Readiness.Timeout))
 		}
 	case killTimeout:
@@ -271,10 +267,25 @@ func idOf(g *generation) int {
 // failUpgrade stops a candidate that will not be promoted; the serving
 // generation is untouched.
 func (s *Supervisor) failUpgrade(g *generation, why string) {
-	s.log.Error("upgrade failed", "gen", g.id, "pid", pidOf(g), "reason", why, "serving", s.servingID())
+	if s.stopping {
+		s.log.Info("upgrade cancelled", "gen", g.id, "pid", pidOf(g), "reason", why)
+	} else {
+		s.log.Error("upgrade failed", "gen", g.id, "pid", pidOf(g), "reason", why, "serving", s.servingID())
+	}
 	s.decideCandidate(upgradeResult{err: fmt.Errorf("%w: generation %d: %s", ErrUpgradeFailed, g.id, why)})
 	s.stopGeneration(g, "upgrade failed")
 	s.nextQueued()
+	s.giveUpIfNothingLeft()
+}
+
+// giveUpIfNothingLeft stops baton when the serving generation gave up and
+// no upgrade is left that could take over.
+func (s *Supervisor) giveUpIfNothingLeft() {
+	if s.stopping || s.candidate != nil || s.serving == nil || !s.serving.gaveUp {
+		return
+	}
+	s.exitErr = fmt.Errorf("generation %d: %w", s.serving.id, ErrGaveUp)
+	s.beginStop("the service keeps crashing")
 }
 
 func pidOf(g *generation) int {
@@ -380,13 +391,16 @@ func (s *Supervisor) retire(g *generation) {
 	s.log.Info("retired", "gen", g.id)
 }
 
-func (s *Supervisor) onExit(p *process, st *os.ProcessState, werr error) {
+func (s *Supervisor) onExit(p *process) {
 	p.exited = true
 	p.stopTimers()
 	g := p.gen
 	// Leftovers of the process group would be orphans: the main process
-	// is gone, so the group goes too (systemd's KillMode=mixed does the same).
+	// is gone, so the group goes too (systemd's KillMode=mixed does the
+	// same). The main process is not reaped yet, so its pid, which is the
+	// group's id, cannot have been reused by anyone else.
 	_ = syscall.Kill(-p.pid, syscall.SIGKILL) // ESRCH when nothing is left
+	st, werr := p.p.Wait()                    // reaps at once: it has exited
 	how := exitText(st, werr)
 	if g.proc == p {
 		g.proc = nil
@@ -415,11 +429,11 @@ func (s *Supervisor) onCrash(g *generation, p *process, how string) {
 	if g.crashes > rc.MaxTries {
 		s.log.Error("process keeps crashing; giving up", "gen", g.id, "pid", p.pid, "status", how,
 			"crashes", g.crashes, "max_tries", rc.MaxTries)
-		s.retire(g)
-		if s.candidate == nil {
-			s.exitErr = fmt.Errorf("generation %d: %w", g.id, ErrGaveUp)
-			s.beginStop("the service keeps crashing")
-		}
+		// The generation stays, without a process, so that its sockets
+		// (and their backlog) live on while an upgrade in progress may still
+		// take over; if none can, baton stops.
+		g.gaveUp = true
+		s.giveUpIfNothingLeft()
 		return
 	}
 	delay := rc.Backoff << (g.crashes - 1)
@@ -448,7 +462,7 @@ func (s *Supervisor) restart(g *generation) {
 
 // onNotify applies a notify message to the process that sent it.
 func (s *Supervisor) onNotify(n handoff.Notification) {
-	p := s.processOf(n.PID)
+	p := s.processOf(n.PID, n.PGID)
 	if n.Err != nil {
 		s.log.Warn("notify message ignored", "pid", n.PID, "gen", genOf(p), "err", n.Err)
 		return
@@ -476,17 +490,17 @@ func genOf(p *process) int {
 	return p.gen.id
 }
 
-// processOf finds the process a pid speaks for: a main process, or a
+// processOf finds the process a sender speaks for: a main process, or a
 // member of its process group (e.g. a helper like systemd-notify that its
-// main process ran; such a helper must still be alive when baton reads it).
-func (s *Supervisor) processOf(pid int) *process {
+// main process ran; such a helper must still be alive when the message
+// arrives, since its group is read then).
+func (s *Supervisor) processOf(pid, pgid int) *process {
 	for _, g := range s.gens {
 		if g.proc != nil && g.proc.pid == pid {
 			return g.proc
 		}
 	}
-	pgid, err := syscall.Getpgid(pid)
-	if err != nil {
+	if pgid == 0 {
 		return nil
 	}
 	for _, g := range s.gens {

@@ -28,6 +28,7 @@ type GenerationStatus struct {
 	ReadyAfter time.Duration // of the current process, 0 until ready
 	Restarts   int
 	Status     string // last STATUS= from the process
+	GaveUp     bool   // crashed too often; no process, no more restarts
 }
 
 func (s *Supervisor) status() Status {
@@ -38,7 +39,7 @@ func (s *Supervisor) status() Status {
 		})
 	}
 	for _, g := range s.gens {
-		gs := GenerationStatus{ID: g.id, State: g.state.String(), Started: g.started, Restarts: g.restarts}
+		gs := GenerationStatus{ID: g.id, State: g.state.String(), Started: g.started, Restarts: g.restarts, GaveUp: g.gaveUp}
 		if p := g.proc; p != nil {
 			gs.PID, gs.Ready, gs.Status = p.pid, p.ready, p.status
 			if p.ready {
