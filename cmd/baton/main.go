@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command baton is a zero-downtime process supervisor with socket handoff.
 //
 // Usage:
