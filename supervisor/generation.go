@@ -4,6 +4,9 @@ package supervisor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,6 +48,10 @@ type generation struct {
 	restartTimer *time.Timer
 	drainTimer   *time.Timer
 	drainUntil   time.Time
+	replacedAt   time.Time // when a successor was promoted
+	rollback     bool      // started by a rollback, from the previous generation's config
+	exe          string    // resolved executable of the last process started
+	exeSHA256    string    // its SHA-256 (hex) at that time
 }
 
 // process is one running process of a generation. Owned by the event loop.
@@ -78,8 +85,8 @@ func (p *process) stopTimers() {
 
 // startGeneration makes a generation from cfg with its sockets and starts
 // its process. On error nothing is left behind.
-func (s *Supervisor) startGeneration(cfg *Config) (*generation, error) {
-	g := &generation{id: s.nextID, cfg: cfg, started: time.Now()}
+func (s *Supervisor) startGeneration(cfg *Config, rollback bool) (*generation, error) {
+	g := &generation{id: s.nextID, cfg: cfg, started: time.Now(), rollback: rollback}
 	s.nextID++
 	for _, l := range s.listeners {
 		sock, owned, err := l.socketFor()
@@ -112,9 +119,11 @@ func (g *generation) closeSockets() {
 // spawn starts a process for g and its readiness check.
 func (s *Supervisor) spawn(g *generation) error {
 	cfg := g.cfg
-	if err := checkCommand(cfg); err != nil {
+	exe, err := resolveCommand(cfg)
+	if err != nil {
 		return fmt.Errorf("generation %d: %w", g.id, err)
 	}
+	g.exe, g.exeSHA256 = exe, fileSHA256(exe)
 	names := make([]string, len(s.listeners))
 	for i, l := range s.listeners {
 		names[i] = l.spec.Name
@@ -146,6 +155,7 @@ func (s *Supervisor) spawn(g *generation) error {
 		s.send(procExited{proc: proc})
 	}()
 	s.log.Info("process started", "gen", g.id, "pid", proc.pid, "command", cfg.Service.Command[0])
+	s.emit(Event{Kind: EventSpawned, Gen: g.id, PID: proc.pid})
 	s.startReadiness(proc, env)
 	return nil
 }
@@ -161,16 +171,35 @@ func waitExited(pid int) error {
 	}
 }
 
-// checkCommand reports a command that cannot be run before anything starts.
-func checkCommand(cfg *Config) error {
+// resolveCommand finds the executable the shim will run, so that a command
+// that cannot be run is reported before anything starts.
+func resolveCommand(cfg *Config) (string, error) {
 	path := cfg.Service.Command[0]
 	if strings.Contains(path, "/") && !filepath.IsAbs(path) && cfg.Service.Directory != "" {
 		path = filepath.Join(cfg.Service.Directory, path)
 	}
-	if _, err := handoff.LookPath(path, childPath()); err != nil {
-		return fmt.Errorf("command %s: %w", cfg.Service.Command[0], err)
+	exe, err := handoff.LookPath(path, childPath())
+	if err != nil {
+		return "", fmt.Errorf("command %s: %w", cfg.Service.Command[0], err)
 	}
-	return nil
+	if abs, err := filepath.Abs(exe); err == nil {
+		exe = abs
+	}
+	return exe, nil
+}
+
+// fileSHA256 is the hex SHA-256 of a file, or "" if it cannot be read.
+func fileSHA256(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // inheritedEnv names the variables of baton's own environment a child keeps;

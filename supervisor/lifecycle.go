@@ -22,7 +22,10 @@ const drainPoll = 10 * time.Millisecond
 type event interface{}
 
 type (
-	upgradeReq struct{ reply chan<- upgradeResult } // reply may be nil
+	upgradeReq struct {
+		reply    chan<- upgradeResult // may be nil
+		rollback bool                 // start from the previous generation's config
+	}
 	stopReq    struct{}
 	statusReq  struct{ reply chan<- Status }
 	procExited struct{ proc *process } // exited, not yet reaped
@@ -46,7 +49,11 @@ type upgradeResult struct {
 func (s *Supervisor) handle(ev event) {
 	switch ev := ev.(type) {
 	case upgradeReq:
-		s.startUpgrade(ev.reply)
+		if ev.rollback {
+			s.startRollback(ev.reply)
+		} else {
+			s.startUpgrade(ev.reply)
+		}
 	case stopReq:
 		s.beginStop("asked to stop")
 	case statusReq:
@@ -129,16 +136,47 @@ func (s *Supervisor) startUpgrade(reply chan<- upgradeResult) {
 		return
 	}
 	s.log.Info("upgrade started", "serving", s.servingID(), "gen", s.nextID)
-	g, err := s.startGeneration(cfg)
-	if err != nil {
+	if err := s.startCandidate(cfg, false, reply); err != nil {
 		fail(err)
 		s.nextQueued()
-		return
+	}
+}
+
+// startRollback starts a candidate from the config of the generation the
+// serving one replaced (its command, environment and settings as they
+// were), through the same readiness, promotion and drain as an upgrade.
+func (s *Supervisor) startRollback(reply chan<- upgradeResult) {
+	fail := func(err error) {
+		s.log.Error("rollback not started", "err", err, "serving", s.servingID())
+		if reply != nil {
+			reply <- upgradeResult{err: fmt.Errorf("%w: %w", ErrUpgradeFailed, err)}
+		}
+	}
+	switch {
+	case s.stopping:
+		fail(errors.New("baton is stopping"))
+	case s.candidate != nil:
+		fail(fmt.Errorf("generation %d is being started; roll back once it is decided", s.candidate.id))
+	case s.previous == nil:
+		fail(errors.New("there is no previous generation to roll back to"))
+	default:
+		s.log.Info("rollback started", "serving", s.servingID(), "gen", s.nextID, "to_config_of", s.previousID)
+		if err := s.startCandidate(s.previous, true, reply); err != nil {
+			fail(err)
+		}
+	}
+}
+
+func (s *Supervisor) startCandidate(cfg *Config, rollback bool, reply chan<- upgradeResult) error {
+	g, err := s.startGeneration(cfg, rollback)
+	if err != nil {
+		return err
 	}
 	s.candidate = g
 	if reply != nil {
 		s.candidateWaiters = append(s.candidateWaiters, reply)
 	}
+	return nil
 }
 
 // nextQueued starts the upgrade queued behind the one just decided.
@@ -220,7 +258,9 @@ func (s *Supervisor) onReady(p *process) {
 	p.ready, p.readyAt = true, time.Now()
 	p.stopTimers()
 	g := p.gen
-	s.log.Info("process ready", "gen", g.id, "pid", p.pid, "after", p.readyAt.Sub(p.started).Round(time.Millisecond))
+	took := p.readyAt.Sub(p.started)
+	s.log.Info("process ready", "gen", g.id, "pid", p.pid, "after", took.Round(time.Millisecond))
+	s.emit(Event{Kind: EventReady, Gen: g.id, PID: p.pid, Duration: took})
 	if g == s.candidate {
 		s.promote(g)
 	}
@@ -251,7 +291,11 @@ func (s *Supervisor) promote(g *generation) {
 	}
 	g.state = genServing
 	s.serving = g
+	if old != nil {
+		s.previous, s.previousID = old.cfg, old.id
+	}
 	s.log.Info("promoted", "gen", g.id, "pid", g.proc.pid, "replaces", idOf(old))
+	s.emit(Event{Kind: EventPromoted, Gen: g.id, PID: g.proc.pid, Replaces: idOf(old), Rollback: g.rollback})
 	s.decideCandidate(upgradeResult{gen: g.id})
 	if old != nil {
 		s.drain(old)
@@ -274,6 +318,7 @@ func (s *Supervisor) failUpgrade(g *generation, why string) {
 	} else {
 		s.log.Error("upgrade failed", "gen", g.id, "pid", pidOf(g), "reason", why, "serving", s.servingID())
 	}
+	s.emit(Event{Kind: EventFailed, Gen: g.id, PID: pidOf(g), Reason: why, Rollback: g.rollback})
 	s.decideCandidate(upgradeResult{err: fmt.Errorf("%w: generation %d: %s", ErrUpgradeFailed, g.id, why)})
 	s.stopGeneration(g, "upgrade failed")
 	s.nextQueued()
@@ -302,6 +347,7 @@ func pidOf(g *generation) int {
 // it. With only shared sockets there is nothing to wait for.
 func (s *Supervisor) drain(g *generation) {
 	g.state = genDraining
+	g.replacedAt = time.Now()
 	if g.restartTimer != nil {
 		g.restartTimer.Stop()
 	}
@@ -314,6 +360,7 @@ func (s *Supervisor) drain(g *generation) {
 		return
 	}
 	s.log.Info("draining", "gen", g.id, "pid", g.proc.pid)
+	s.emit(Event{Kind: EventDraining, Gen: g.id, PID: g.proc.pid})
 	g.drainUntil = time.Now().Add(g.cfg.Drain.Timeout)
 	s.checkDrained(g)
 }
@@ -362,6 +409,7 @@ func (s *Supervisor) stopGeneration(g *generation, why string) {
 		return
 	}
 	s.log.Info("stopping", "gen", g.id, "pid", g.proc.pid, "signal", signalName(g.cfg.Drain.Signal), "reason", why)
+	s.emit(Event{Kind: EventStopping, Gen: g.id, PID: g.proc.pid, Reason: why})
 	s.signal(g.proc, g.cfg.Drain.Signal)
 }
 
@@ -390,7 +438,12 @@ func (s *Supervisor) retire(g *generation) {
 	if s.serving == g {
 		s.serving = nil
 	}
+	var since time.Duration
+	if !g.replacedAt.IsZero() {
+		since = time.Since(g.replacedAt)
+	}
 	s.log.Info("retired", "gen", g.id)
+	s.emit(Event{Kind: EventRetired, Gen: g.id, Duration: since})
 }
 
 func (s *Supervisor) onExit(p *process) {
@@ -435,6 +488,7 @@ func (s *Supervisor) onCrash(g *generation, p *process, how string) {
 		// (and their backlog) live on while an upgrade in progress may still
 		// take over; if none can, baton stops.
 		g.gaveUp = true
+		s.emit(Event{Kind: EventGaveUp, Gen: g.id, PID: p.pid, Reason: how})
 		s.giveUpIfNothingLeft()
 		return
 	}
@@ -448,6 +502,7 @@ func (s *Supervisor) onCrash(g *generation, p *process, how string) {
 	}
 	s.log.Warn(level, "gen", g.id, "pid", p.pid, "status", how, "in", delay,
 		"attempt", g.crashes, "max_tries", rc.MaxTries)
+	s.emit(Event{Kind: EventCrashed, Gen: g.id, PID: p.pid, Reason: how})
 	g.restartTimer = s.after(delay, restartDue{gen: g})
 }
 

@@ -46,6 +46,7 @@ type Supervisor struct {
 	log    *slog.Logger
 	events chan event
 	done   chan struct{} // closed when Run returns
+	subs   broadcaster   // event subscribers; safe for any goroutine
 
 	// Everything below is owned by the Run goroutine.
 	base      *Config // the config the listeners were made from
@@ -55,7 +56,11 @@ type Supervisor struct {
 	gens      []*generation // every generation that has not been retired
 	serving   *generation   // routed; nil only before the first start or after giving up
 	candidate *generation   // the upgrade in progress, if any
-	nextID    int
+	// The config of the generation the serving one replaced: what a
+	// rollback starts from.
+	previous   *Config
+	previousID int
+	nextID     int
 	// Callers waiting for the candidate's outcome, and for the upgrade
 	// queued behind it (queued is true when one was asked for).
 	candidateWaiters []chan<- upgradeResult
@@ -105,7 +110,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	defer s.teardown()
 	go s.readNotify()
 
-	g, err := s.startGeneration(s.base)
+	g, err := s.startGeneration(s.base, false)
 	if err != nil {
 		s.stopAll("the first generation could not start")
 		s.drainEvents(ctx)
@@ -142,6 +147,23 @@ func (s *Supervisor) drainEvents(ctx context.Context) {
 func (s *Supervisor) Upgrade(ctx context.Context) (int, error) {
 	reply := make(chan upgradeResult, 1)
 	if !s.send(upgradeReq{reply: reply}) {
+		return 0, ErrStopped
+	}
+	select {
+	case r := <-reply:
+		return r.gen, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-s.done:
+		return 0, ErrStopped
+	}
+}
+
+// Rollback starts a generation from the config of the generation the
+// serving one replaced, as an upgrade does, and waits until it is decided.
+func (s *Supervisor) Rollback(ctx context.Context) (int, error) {
+	reply := make(chan upgradeResult, 1)
+	if !s.send(upgradeReq{reply: reply, rollback: true}) {
 		return 0, ErrStopped
 	}
 	select {

@@ -4,11 +4,14 @@ package supervisor_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/baton-sh/baton/internal/loadgen"
+	"github.com/baton-sh/baton/supervisor"
 )
 
 // loadOptions: 16 clients, half on fresh connections, every 10th request of
@@ -73,5 +76,63 @@ func TestUpgradesUnderLoadSteered(t *testing.T) {
 	}
 	if len(res.Generations) < 15 {
 		t.Errorf("only %d generations answered during 20 upgrades: %v", len(res.Generations), res.Generations)
+	}
+}
+
+// TestRollbackUnderLoad: a rollback starts a generation from the previous
+// generation's config, through readiness, promotion and drain, losing no
+// request; a second rollback goes forward again; events tell each step.
+func TestRollbackUnderLoad(t *testing.T) {
+	h := start(t, app{Version: "v1"})
+	if _, err := h.sup.Rollback(h.ctx); !errors.Is(err, supervisor.ErrUpgradeFailed) {
+		t.Fatalf("rollback with no previous generation: %v, want ErrUpgradeFailed", err)
+	}
+	events, cancel := h.sup.Subscribe(256)
+	defer cancel()
+	load := loadgen.Run(context.Background(), loadOptions(h.url))
+	defer load.Stop()
+	waitSent(t, load, 200)
+	if _, err := h.upgrade(app{Version: "v2"}); err != nil {
+		t.Fatal(err)
+	}
+	waitSent(t, load, load.Snapshot().Sent+100)
+	gen, err := h.sup.Rollback(h.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := func() string {
+		body, err := loadgen.WaitFor(h.ctx, h.url, func(b string) bool { return strings.Contains(b, "generation "+strconv.Itoa(gen)+" ") }, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return body
+	}
+	if b := version(); !strings.Contains(b, "(version v1)") {
+		t.Errorf("after rollback: %q, want version v1", b)
+	}
+	waitSent(t, load, load.Snapshot().Sent+100)
+	if gen, err = h.sup.Rollback(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b := version(); !strings.Contains(b, "(version v2)") {
+		t.Errorf("after the second rollback: %q, want version v2", b)
+	}
+	h.settled()
+	res := load.Stop()
+	if res.Failed != 0 {
+		t.Errorf("%d of %d requests failed: %v", res.Failed, res.Sent, res.Errors)
+	}
+	// Each generation's steps, in order (steps of different generations
+	// interleave as timing has it).
+	steps := map[int][]string{}
+	for len(events) > 0 {
+		ev := <-events
+		steps[ev.Gen] = append(steps[ev.Gen], ev.Kind)
+	}
+	full := "spawned ready promoted draining stopping retired"
+	for g, want := range map[int]string{2: full, 3: full, 4: "spawned ready promoted"} {
+		if got := strings.Join(steps[g], " "); got != want {
+			t.Errorf("generation %d: events %q, want %q", g, got, want)
+		}
 	}
 }
