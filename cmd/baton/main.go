@@ -18,7 +18,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -94,7 +93,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (commonFlags, erro
 	fs.StringVar(&f.config, "config", "", "config `FILE` (TOML)")
 	fs.StringVar(&f.config, "c", "", "config `FILE` (shorthand for --config)")
 	if name == "run" {
-		fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+		fs.StringVar(&f.logFormat, "log-format", "", "log format: text or json (default: [log] format, else text)")
 	}
 	if err := fs.Parse(args); err != nil {
 		return f, usageError{err}
@@ -132,11 +131,11 @@ func runCmd(args []string, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
-	var h slog.Handler = slog.NewTextHandler(stderr, nil)
-	if f.logFormat == "json" {
-		h = slog.NewJSONHandler(stderr, nil)
+	format := cfg.Log.Format
+	if f.logFormat != "" {
+		format = f.logFormat
 	}
-	log := slog.New(h)
+	log := newLogger(stderr, format)
 	// Nothing baton inherited may leak into the service.
 	if err := handoff.CloseOnExecInherited(); err != nil {
 		return err
