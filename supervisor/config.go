@@ -66,10 +66,38 @@ type Config struct {
 	Upgrade   UpgradeConfig
 	Drain     DrainConfig
 	Restart   RestartConfig
+	Control   ControlConfig
+	Log       LogConfig
+	Metrics   MetricsConfig
+}
+
+// ControlConfig says where baton's control socket is and who may use it.
+type ControlConfig struct {
+	// Socket is the control socket's path, always set: [control] socket, or
+	// DefaultControlSocket(Service.Name).
+	Socket string
+	// Group may also use the socket (mode 0660 instead of 0600); "" for
+	// none. GID is its id, -1 for none.
+	Group string
+	GID   int
+}
+
+// LogConfig says how baton logs.
+type LogConfig struct {
+	Format string // "text" (default) or "json"; the --log-format flag overrides it
+}
+
+// MetricsConfig says where Prometheus metrics are served.
+type MetricsConfig struct {
+	Address string // "host:port"; "" (the default) serves none
 }
 
 // ServiceConfig is the program run for each generation.
 type ServiceConfig struct {
+	// Name names the service in status, metrics and the default control
+	// socket path: [service] name, or the config file's base name without
+	// its extension.
+	Name        string
 	Command     []string          // argv, run without a shell; Command[0] is not empty
 	Directory   string            // absolute working directory, or "" for baton's own
 	Environment map[string]string // added to a minimal environment; never a variable baton sets

@@ -411,6 +411,14 @@ func TestConfigKeyLines(t *testing.T) {
 	}
 }
 
+// FuzzParseConfig checks that ParseConfig returns a valid Config or a
+// *ConfigError for any text, and that the key scanner finds every key of any
+// valid TOML on a line of the file.
+//
+// Most inputs the fuzzer makes are not TOML, and the fuzzer calls the target
+// hundreds of thousands of times to minimize each new input that finds new
+// code (while it shows "0/sec"), so the target does not decode such inputs
+// a second time.
 func FuzzParseConfig(f *testing.F) {
 	files, err := filepath.Glob(configFile("*.toml"))
 	if err != nil {
@@ -424,21 +432,6 @@ func FuzzParseConfig(f *testing.F) {
 		f.Add(data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		// Keys are found on a line of the file whenever the text is TOML.
-		var v map[string]any
-		if md, err := toml.Decode(string(data), &v); err == nil {
-			kl := scanKeyLines(string(data))
-			nlines := strings.Count(string(data), "\n") + 1
-			seen := make(map[string]int)
-			for _, k := range md.Keys() {
-				n := kl.nth(k.String(), seen[k.String()])
-				seen[k.String()]++
-				if n < 1 || n > nlines {
-					t.Errorf("key %s at line %d of %d", k, n, nlines)
-				}
-			}
-		}
-
 		c, err := ParseConfig("fuzz.toml", data)
 		if err != nil {
 			ce, ok := err.(*ConfigError)
@@ -448,8 +441,32 @@ func FuzzParseConfig(f *testing.F) {
 			if ce.File != "fuzz.toml" || ce.Err == nil || !strings.HasPrefix(err.Error(), "fuzz.toml: ") {
 				t.Fatalf("bad ConfigError %#v", ce)
 			}
+			var pe toml.ParseError
+			if errors.As(err, &pe) || errors.Is(err, errTooDeep) || len(data) > maxConfigSize {
+				return // not TOML, or not for the toml package to decode
+			}
+		}
+
+		// Keys are found on a line of the file whenever the text is TOML.
+		var v map[string]any
+		md, derr := toml.Decode(string(data), &v)
+		if derr != nil {
+			t.Fatalf("ParseConfig gave %v, not a syntax error, for text toml cannot decode: %v", err, derr)
+		}
+		kl := scanKeyLines(string(data))
+		nlines := strings.Count(string(data), "\n") + 1
+		seen := make(map[string]int)
+		for _, k := range md.Keys() {
+			n := kl.nth(k.String(), seen[k.String()])
+			seen[k.String()]++
+			if n < 1 || n > nlines {
+				t.Errorf("key %s at line %d of %d", k, n, nlines)
+			}
+		}
+		if err != nil {
 			return
 		}
+
 		switch {
 		case len(c.Service.Command) == 0 || c.Service.Command[0] == "":
 			t.Fatalf("no program: %+v", c.Service)
@@ -514,5 +531,176 @@ n = 1
 	}
 	if got := kl.line(0, "x", "n"); got != 12 {
 		t.Errorf("line of missing x.n in element 0 = %d; want 12 (its header)", got)
+	}
+}
+
+// No text takes ParseConfig long: its time is linear in the size of the text,
+// which is bounded, and it refuses the nesting that makes the toml package
+// slow (seconds for 100 KB of one [a.a.a...] header) or run out of memory
+// (100 KB of nested inline tables).
+func TestParseConfigPathologicalInput(t *testing.T) {
+	const size = 100 << 10
+	head := "[service]\ncommand = [\"/srv/app\"]\n"
+	listener := "[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:8080\"\n"
+	// repeat repeats unit, with %d for its number, to about size bytes.
+	repeat := func(unit string) string {
+		var b strings.Builder
+		for i := 0; b.Len() < size; i++ {
+			b.WriteString(strings.ReplaceAll(unit, "%d", strconv.Itoa(i)))
+		}
+		return b.String()
+	}
+	deep := func(open, inner, close string) string {
+		n := size / (len(open) + len(close))
+		return strings.Repeat(open, n) + inner + strings.Repeat(close, n)
+	}
+
+	parses := []struct{ name, text string }{
+		{"many listeners", head + repeat("[[listener]]\nname = \"l%d\"\naddress = \"127.0.0.1:0\"\n")},
+		{"many inline listeners", "listener = [\n" + repeat("  { name = \"l%d\", address = \"127.0.0.1:0\" },\n") + "]\n" + head},
+		{"many variables", listener + head + "[service.environment]\n" + repeat("V%d = \"%d\"\n")},
+		{"long value", listener + head + "environment.LONG = \"" + strings.Repeat("x", size) + "\"\n"},
+		{"long command", listener + "[service]\ncommand = [\"/srv/app\"" + repeat(", \"-v\"") + "]\n"},
+		{"long multi-line string", listener + head + "environment.LONG = \"\"\"" + repeat("\"\"\\\"\n") + "\"\"\"\n"},
+		{"comments", listener + head + repeat("# [[listener]] a = { b = [\n")},
+	}
+	fails := []struct {
+		name, text string
+		is         error // if set, errors.Is(err, is)
+	}{
+		{"deep table header", "[" + deep("a.", "b", "") + "]\n", errTooDeep},
+		{"deep dotted key", deep("a.", "b", "") + " = 1\n", errTooDeep},
+		{"deep inline tables", "a = " + deep("{ a = ", "1", " }") + "\n", errTooDeep},
+		{"deep arrays", "a = " + deep("[", "", "]") + "\n", errTooDeep},
+		{"deep arrays of inline tables", "a = " + deep("[{ a = ", "1", " }]") + "\n", errTooDeep},
+		{"nested tables", repeat("[a%d.b.c.d.e.f.g]\nh = 1\n"), ErrUnknownKey},
+		{"nested inline tables", repeat("a%d = { b = { c = { d = { e = { f = { g = 1 } } } } } }\n"), ErrUnknownKey},
+		{"unknown keys", repeat("k%d = %d\n"), ErrUnknownKey},
+		{"unknown keys in listeners", head + repeat("[[listener]]\nname = \"l%d\"\nk = %d\n"), ErrUnknownKey},
+		{"long unknown key", strings.Repeat("k", size) + " = 1\n", ErrUnknownKey},
+		{"long quoted key", "\"" + repeat("\\u0041") + "\" = 1\n", ErrUnknownKey},
+		{"duplicate listener", head + listener + repeat("[[listener]]\nname = \"l%d\"\naddress = \"127.0.0.1:1\"\n"), nil},
+		{"unterminated string", "a = \"" + strings.Repeat("x", size), nil},
+		{"unterminated inline table", "a = {" + repeat("'"), nil},
+		{"brackets", strings.Repeat("[", size), nil},
+		{"too large", listener + head + "# " + strings.Repeat("x", maxConfigSize) + "\n", nil},
+	}
+
+	// Generous: a parse of any of these takes milliseconds (tens with -race).
+	const limit = 2 * time.Second
+	parse := func(t *testing.T, text string) (*Config, error) {
+		t.Helper()
+		type result struct {
+			c   *Config
+			err error
+		}
+		done := make(chan result, 1)
+		start := time.Now()
+		go func() {
+			c, err := ParseConfig("big.toml", []byte(text))
+			done <- result{c, err}
+		}()
+		select {
+		case r := <-done:
+			t.Logf("%d bytes in %v", len(text), time.Since(start))
+			return r.c, r.err
+		case <-time.After(limit):
+			t.Fatalf("ParseConfig of %d bytes took more than %v", len(text), limit)
+			return nil, nil
+		}
+	}
+	for _, tt := range parses {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := parse(t, tt.text); err != nil {
+				t.Errorf("ParseConfig: %.300v", err)
+			}
+		})
+	}
+	for _, tt := range fails {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parse(t, tt.text)
+			var ce *ConfigError
+			switch {
+			case !errors.As(err, &ce):
+				t.Errorf("ParseConfig = %v; want a *ConfigError", err)
+			case tt.is != nil && !errors.Is(err, tt.is):
+				t.Errorf("ParseConfig = %.300v; want %v", err, tt.is)
+			}
+		})
+	}
+}
+
+// Nesting is refused where it starts, before the text is decoded.
+func TestParseConfigTooDeep(t *testing.T) {
+	text := "[service]\ncommand = [\"/srv/app\"]\n\n[service.environment]\nA.b.c.d.e.f.g = \"x\"\n"
+	_, err := ParseConfig("t.toml", []byte(text))
+	var ce *ConfigError
+	if !errors.As(err, &ce) || !errors.Is(err, errTooDeep) || ce.Line != 5 {
+		t.Errorf("error %v; want errTooDeep at line 5", err)
+	}
+}
+
+// LoadConfig reads no more of a file than ParseConfig takes.
+func TestLoadConfigTooLarge(t *testing.T) {
+	_, err := LoadConfig("/dev/zero")
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.File != "/dev/zero" || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("error %v; want one for a file that is too large", err)
+	}
+}
+
+// Keys are known only as the format spells them, whatever their value.
+func TestParseConfigUnknownKeyWrongCase(t *testing.T) {
+	for _, text := range []string{
+		"drAin = \"SIGTERM\"\n",
+		"[Listener]\nname = \"http\"\n",
+		"[service]\nCommand = \"/srv/app\"\n",
+	} {
+		_, err := ParseConfig("t.toml", []byte(text))
+		if !errors.Is(err, ErrUnknownKey) || !strings.Contains(err.Error(), "case-sensitive") {
+			t.Errorf("%q: error %v; want an unknown key, with a hint about case", text, err)
+		}
+	}
+}
+
+// A variable whose value is a table (written as a dotted name) is a value of
+// the wrong type, not an unknown key.
+func TestParseConfigEnvironmentTable(t *testing.T) {
+	text := "[service]\ncommand = [\"/srv/app\"]\nenvironment.A.B = \"x\"\n\n[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:8080\"\n"
+	_, err := ParseConfig("t.toml", []byte(text))
+	var ce *ConfigError
+	if !errors.As(err, &ce) || errors.Is(err, ErrUnknownKey) || ce.Key != "[service] environment.A" || ce.Line != 3 {
+		t.Errorf("error %v; want a wrong type for [service] environment.A at line 3", err)
+	}
+}
+
+// Every key of the format is in a good sample, so TestLoadConfigValid checks
+// that the value checks read it.
+func TestConfigKeysInSamples(t *testing.T) {
+	files, err := filepath.Glob(configFile("good-*.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inSamples := make(map[string]bool)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v map[string]any
+		md, err := toml.Decode(string(data), &v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range md.Keys() {
+			inSamples[k.String()] = true
+		}
+	}
+	for sec, keys := range configKeys {
+		for _, k := range keys {
+			if !inSamples[sec+"."+k] {
+				t.Errorf("no good-*.toml has %s", displayKey([]string{sec, k}))
+			}
+		}
 	}
 }
