@@ -37,8 +37,8 @@ unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseNotify$$' -fuzztime $(FUZZTIME) ./handoff/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./supervisor/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseNotify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./handoff/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./supervisor/
 
 # Benchmarks: e.g. upgrades under load in shared mode against kernel-steered mode.
 bench:

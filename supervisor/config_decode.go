@@ -34,12 +34,15 @@ import (
 // configKeys is the config format: each section and its keys. The value
 // checks read exactly these keys.
 var configKeys = map[string][]string{
-	"service":   {"command", "directory", "environment"},
+	"service":   {"name", "command", "directory", "environment"},
 	"listener":  {"name", "address", "network", "mode"},
 	"readiness": {"check", "timeout", "command", "interval", "delay"},
 	"upgrade":   {"steering"},
 	"drain":     {"signal", "timeout", "grace"},
 	"restart":   {"max_tries", "backoff", "max_backoff", "reset_after"},
+	"control":   {"socket", "group"},
+	"log":       {"format"},
+	"metrics":   {"address"},
 }
 
 // parser turns the decoded file into a Config, with errors located in it.
@@ -77,6 +80,7 @@ func decodeConfig(file, text string) (*Config, error) {
 // file leaves out is nil.
 type configSections struct {
 	service, readiness, upgrade, drain, restart map[string]any
+	control, log, metrics                       map[string]any
 	environment                                 map[string]any // [service] environment
 	listeners                                   []map[string]any
 }
@@ -93,6 +97,9 @@ func (p *parser) sections(tree map[string]any) (*configSections, error) {
 		{"upgrade", &s.upgrade},
 		{"drain", &s.drain},
 		{"restart", &s.restart},
+		{"control", &s.control},
+		{"log", &s.log},
+		{"metrics", &s.metrics},
 	} {
 		v, ok := tree[sec.name]
 		if !ok {
@@ -281,6 +288,18 @@ func (p *parser) config(s *configSections) (*Config, error) {
 		return nil, err
 	}
 	if c.Restart, err = p.restart(s.restart); err != nil {
+		return nil, err
+	}
+	if c.Service.Name, err = p.serviceName(s.service); err != nil {
+		return nil, err
+	}
+	if c.Control, err = p.control(s.control, c.Service.Name); err != nil {
+		return nil, err
+	}
+	if c.Log.Format, err = p.oneOf(-1, s.log["format"], "text", []string{"text", "json"}, "log", "format"); err != nil {
+		return nil, err
+	}
+	if c.Metrics.Address, err = p.metricsAddress(s.metrics); err != nil {
 		return nil, err
 	}
 	return c, nil

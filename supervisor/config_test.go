@@ -21,9 +21,12 @@ func configFile(name string) string { return filepath.Join("testdata", "config",
 
 func TestLoadConfigValid(t *testing.T) {
 	defaults := func(path string, listeners ...handoff.ListenerSpec) *Config {
+		name := strings.TrimSuffix(filepath.Base(path), ".toml")
 		return &Config{
 			Path:      path,
-			Service:   ServiceConfig{Command: []string{"/srv/app/current/app"}},
+			Service:   ServiceConfig{Name: name, Command: []string{"/srv/app/current/app"}},
+			Control:   ControlConfig{Socket: DefaultControlSocket(name), GID: -1},
+			Log:       LogConfig{Format: "text"},
 			Listeners: listeners,
 			Readiness: ReadinessConfig{Check: "notify", Timeout: DefaultReadinessTimeout},
 			Upgrade:   UpgradeConfig{Steering: "auto"},
@@ -46,7 +49,11 @@ func TestLoadConfigValid(t *testing.T) {
 		{"good-full.toml", func(path string) *Config {
 			return &Config{
 				Path: path,
+				Control: ControlConfig{Socket: "/run/baton/web-control.sock", Group: "root", GID: 0},
+				Log:     LogConfig{Format: "json"},
+				Metrics: MetricsConfig{Address: "127.0.0.1:9100"},
 				Service: ServiceConfig{
+					Name:        "web",
 					Command:     []string{"/srv/app/current/app", "--flag", "two words"},
 					Directory:   "/srv/app",
 					Environment: map[string]string{"GREETING": "hello", "EMPTY": "", "LISTEN_FDS_EXTRA": "x"},
@@ -164,6 +171,12 @@ func TestParseConfigInvalid(t *testing.T) {
 		{"bad-interval-for-delay.toml", "[readiness] interval", 11, nil},
 		// [upgrade] and [drain]
 		{"bad-steering.toml", "[upgrade] steering", 9, nil},
+		{"bad-control-relative.toml", "[control] socket", 9, nil},
+		{"bad-control-group.toml", "[control] group", 9, nil},
+		{"bad-log-format.toml", "[log] format", 9, nil},
+		{"bad-metrics-address.toml", "[metrics] address", 9, nil},
+		{"bad-metrics-port.toml", "[metrics] address", 9, nil},
+		{"bad-service-name.toml", "[service] name", 2, nil},
 		{"bad-signal.toml", "[drain] signal", 9, nil},
 		{"bad-signal-kill.toml", "[drain] signal", 9, nil},
 		{"bad-signal-stop.toml", "[drain] signal", 9, nil},
