@@ -1,0 +1,104 @@
+//go:build linux
+
+package metrics
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// StatusTimeout bounds how long a scrape waits for the supervisor's status.
+// The event loop answers in microseconds unless it is busy starting or
+// stopping processes; a scrape that waits longer gets the event metrics
+// only, rather than hanging until Prometheus gives up on it.
+const StatusTimeout = 2 * time.Second
+
+// states are the generation states; baton_generations reports each of
+// them, zero included.
+var states = []string{"starting", "serving", "draining", "stopping"}
+
+var (
+	servingDesc = prometheus.NewDesc("baton_serving_generation",
+		"Id of the generation new connections go to, 0 if none.", nil, nil)
+	generationsDesc = prometheus.NewDesc("baton_generations",
+		"Generations in each state.", []string{"state"}, nil)
+	listenerDesc = prometheus.NewDesc("baton_listener_info",
+		"One per listener, always 1; mode is steered (a socket per generation) or shared (one socket for all).",
+		[]string{"listener", "network", "address", "mode"}, nil)
+	rssDesc = prometheus.NewDesc("baton_generation_resident_memory_bytes",
+		"Resident memory of the generation's process and all its descendants, summed per process (pages shared between them count once per process).",
+		[]string{"generation", "state"}, nil)
+	cpuDesc = prometheus.NewDesc("baton_generation_cpu_seconds_total",
+		"User and system CPU time of the generation's process and all its descendants, including descendants that exited and were waited for. Restarts begin again from 0.",
+		[]string{"generation", "state"}, nil)
+)
+
+// statusCollector emits the metrics that describe the present, from a
+// Status and /proc read at scrape time. It holds no state of its own, so
+// concurrent scrapes need no lock.
+type statusCollector struct {
+	src     Source
+	timeout time.Duration
+	proc    string // the procfs root
+}
+
+func newStatusCollector(src Source) *statusCollector {
+	return &statusCollector{src: src, timeout: StatusTimeout, proc: "/proc"}
+}
+
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{servingDesc, generationsDesc, listenerDesc, rssDesc, cpuDesc} {
+		ch <- d
+	}
+}
+
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	st, err := c.src.Status(ctx)
+	if err != nil {
+		// A stopping or busy supervisor: these series are absent from
+		// this scrape, which is what they are. Failing the whole scrape
+		// would hide the counters too.
+		return
+	}
+
+	ch <- prometheus.MustNewConstMetric(servingDesc, prometheus.GaugeValue, float64(st.Serving))
+
+	count := make(map[string]int, len(states))
+	for _, s := range states {
+		count[s] = 0 // reported even when empty
+	}
+	for _, g := range st.Generations {
+		count[g.State]++ // a state added to the supervisor later is reported too
+	}
+	for s, n := range count {
+		ch <- prometheus.MustNewConstMetric(generationsDesc, prometheus.GaugeValue, float64(n), s)
+	}
+
+	for _, l := range st.Listeners {
+		ch <- prometheus.MustNewConstMetric(listenerDesc, prometheus.GaugeValue, 1, l.Name, l.Network, l.Address, l.Mode)
+	}
+
+	var table *procTable
+	for _, g := range st.Generations {
+		if g.PID == 0 { // a restart is pending, or it gave up
+			continue
+		}
+		if table == nil {
+			if table, err = readProcTable(c.proc); err != nil {
+				return // no procfs: no per-generation usage
+			}
+		}
+		u, ok := table.treeUsage(g.PID)
+		if !ok { // exited since the status was taken
+			continue
+		}
+		id := strconv.Itoa(g.ID)
+		ch <- prometheus.MustNewConstMetric(rssDesc, prometheus.GaugeValue, float64(u.RSS), id, g.State)
+		ch <- prometheus.MustNewConstMetric(cpuDesc, prometheus.CounterValue, u.CPU, id, g.State)
+	}
+}

@@ -1,0 +1,183 @@
+//go:build linux
+
+// Package metrics exposes what the supervisor does as Prometheus metrics.
+//
+// Two kinds of numbers come from two places. Counters and histograms of
+// steps (upgrades, reverts, restarts, time to ready, time to drain) are kept
+// by one goroutine, Run, from the supervisor's event stream; nothing else
+// writes them. Everything that describes the present (the serving
+// generation, the generations and their processes, the listeners) is not
+// stored here at all: it is read at scrape time from a fresh Status and from
+// /proc, so a scrape never shows a generation that is gone.
+//
+// Metrics (on a registry of their own, next to the go_* and process_*
+// metrics of baton itself):
+//
+//	baton_upgrades_total{result="promoted"|"failed"}          counter    upgrades decided, rollbacks included
+//	baton_reverts_total{reason="manual"}                      counter    rollbacks that were promoted
+//	baton_restarts_total                                      counter    crashes of a serving process that led to a restart
+//	baton_readiness_seconds                                   histogram  time from a process's start to its readiness
+//	baton_drain_seconds                                       histogram  time from a generation being replaced to being gone
+//	baton_serving_generation                                  gauge      id of the serving generation, 0 if none
+//	baton_generations{state}                                  gauge      generations per state: starting, serving, draining, stopping
+//	baton_listener_info{listener,network,address,mode}        gauge      1 per listener; mode is steered or shared
+//	baton_generation_resident_memory_bytes{generation,state}  gauge      RSS of the generation's process tree, bytes
+//	baton_generation_cpu_seconds_total{generation,state}      counter    user+system CPU of the generation's process tree
+//
+// The first five are counted from events since baton started; the label
+// values shown are all present from the start, at 0. The last five are read
+// at scrape time; they are absent from a scrape for which the supervisor
+// did not answer within StatusTimeout (while it stops, for example), and
+// the rest of the scrape is served as usual. A process tree is the
+// generation's main process and all its descendants; a generation without
+// a process (a restart pending) has no resident memory or CPU series.
+package metrics
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/baton-sh/baton/supervisor"
+)
+
+// Source is what metrics reads; *supervisor.Supervisor satisfies it.
+type Source interface {
+	Status(ctx context.Context) (supervisor.Status, error)
+	Subscribe(buffer int) (<-chan supervisor.Event, func())
+}
+
+// EventBuffer is how many events Run may fall behind before the supervisor
+// drops some for it (the supervisor never waits for a subscriber). An
+// upgrade is about six events, so this is far more than a scrape-sized
+// hiccup can build up.
+const EventBuffer = 1024
+
+// Values of the result and reason labels.
+const (
+	ResultPromoted = "promoted"
+	ResultFailed   = "failed"
+	ReasonManual   = "manual" // a rollback asked for by an operator
+)
+
+// Bucket bounds in seconds. Readiness is bounded by the readiness timeout
+// (30 s by default) and drain by the drain timeout (30 s by default); the
+// upper buckets leave room for configs that raise both.
+var (
+	readinessBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}
+	drainBuckets     = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+)
+
+// Metrics is baton's registry. The counters and histograms are written by
+// Run only; the scrape-time metrics are computed by a collector on each
+// scrape and hold no state.
+type Metrics struct {
+	reg         *prometheus.Registry
+	status      *statusCollector
+	events      <-chan supervisor.Event
+	unsubscribe func()
+
+	upgrades  *prometheus.CounterVec
+	reverts   *prometheus.CounterVec
+	restarts  prometheus.Counter
+	readiness prometheus.Histogram
+	drain     prometheus.Histogram
+}
+
+// New builds the registry and subscribes to src's events at once, so that
+// the steps of the first generation are counted even if the supervisor
+// starts before Run does; they wait in the subscription's buffer. Run ends
+// the subscription. (Without Run, the buffer fills and the supervisor drops
+// what does not fit: it never waits for a subscriber.)
+func New(src Source) *Metrics {
+	m := &Metrics{
+		reg:    prometheus.NewRegistry(),
+		status: newStatusCollector(src),
+		upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_upgrades_total",
+			Help: "Upgrades decided, by result: promoted (the new generation serves) or failed (the old one still does). Rollbacks count as upgrades.",
+		}, []string{"result"}),
+		reverts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_reverts_total",
+			Help: "Rollbacks to the previous generation that were promoted, by reason.",
+		}, []string{"reason"}),
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_restarts_total",
+			Help: "Times a serving process exited on its own and was scheduled for a restart.",
+		}),
+		readiness: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "baton_readiness_seconds",
+			Help:    "Time from a process's start to passing its readiness check, for every process of every generation, restarts included.",
+			Buckets: readinessBuckets,
+		}),
+		drain: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "baton_drain_seconds",
+			Help:    "Time from a generation being replaced to its process having exited and its sockets being closed.",
+			Buckets: drainBuckets,
+		}),
+	}
+	// Pre-initialised so that every series exists from the first scrape:
+	// rate() and absent() need a zero to start from.
+	m.upgrades.WithLabelValues(ResultPromoted)
+	m.upgrades.WithLabelValues(ResultFailed)
+	m.reverts.WithLabelValues(ReasonManual)
+
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.upgrades, m.reverts, m.restarts, m.readiness, m.drain,
+		m.status,
+	)
+	m.events, m.unsubscribe = src.Subscribe(EventBuffer)
+	return m
+}
+
+// Run counts the supervisor's events until ctx ends, then ends the
+// subscription. Call it once.
+func (m *Metrics) Run(ctx context.Context) {
+	defer m.unsubscribe()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-m.events:
+			m.observe(ev)
+		}
+	}
+}
+
+// observe applies one event. Called by Run only.
+func (m *Metrics) observe(ev supervisor.Event) {
+	switch ev.Kind {
+	case supervisor.EventPromoted:
+		// Replaces == 0 and no rollback: nothing was upgraded, a generation
+		// merely took the place of none.
+		if ev.Replaces != 0 || ev.Rollback {
+			m.upgrades.WithLabelValues(ResultPromoted).Inc()
+		}
+		if ev.Rollback {
+			m.reverts.WithLabelValues(ReasonManual).Inc()
+		}
+	case supervisor.EventFailed:
+		m.upgrades.WithLabelValues(ResultFailed).Inc()
+	case supervisor.EventCrashed:
+		m.restarts.Inc()
+	case supervisor.EventReady:
+		m.readiness.Observe(ev.Duration.Seconds())
+	case supervisor.EventRetired:
+		// 0: the generation was never replaced (a failed candidate, or a
+		// stop of the serving one), so it had no drain to time.
+		if ev.Duration > 0 {
+			m.drain.Observe(ev.Duration.Seconds())
+		}
+	}
+}
+
+// Handler serves the registry in the Prometheus exposition formats. A
+// collector that fails does not fail the scrape; the rest is served.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}

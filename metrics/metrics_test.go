@@ -1,0 +1,399 @@
+//go:build linux
+
+package metrics
+
+import (
+	"context"
+	"errors"
+	"go/parser"
+	"go/token"
+	"maps"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/baton-sh/baton/supervisor"
+)
+
+const testWait = 5 * time.Second // bound of every wait in these tests
+
+func noStatus(context.Context) (supervisor.Status, error) {
+	return supervisor.Status{}, errors.New("no status in this test")
+}
+
+// runEvents feeds events to a Metrics through Run and returns once Run has
+// counted them all and ended its subscription.
+func runEvents(t *testing.T, evs ...supervisor.Event) *Metrics {
+	t.Helper()
+	src := newFakeSource(noStatus)
+	m := New(src)
+	if src.buffer < 64 {
+		t.Errorf("subscribed with a buffer of %d; a burst of events would be lost", src.buffer)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	timeout := time.After(testWait)
+	for _, ev := range evs {
+		select {
+		case src.events <- ev:
+		case <-timeout:
+			t.Fatalf("Run did not take event %+v", ev)
+		}
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-timeout:
+		t.Fatal("Run did not return after ctx ended")
+	}
+	select {
+	case <-src.unsubscribed:
+	default:
+		t.Error("Run returned without ending its subscription")
+	}
+	return m
+}
+
+func TestRunCounts(t *testing.T) {
+	ev := func(kind string, gen int) supervisor.Event {
+		return supervisor.Event{Kind: kind, Gen: gen, PID: 100 + gen}
+	}
+	with := func(e supervisor.Event, f func(*supervisor.Event)) supervisor.Event { f(&e); return e }
+	ready := func(gen int, d time.Duration) supervisor.Event {
+		return with(ev(supervisor.EventReady, gen), func(e *supervisor.Event) { e.Duration = d })
+	}
+	promoted := func(gen, replaces int, rollback bool) supervisor.Event {
+		return with(ev(supervisor.EventPromoted, gen), func(e *supervisor.Event) { e.Replaces, e.Rollback = replaces, rollback })
+	}
+	retired := func(gen int, d time.Duration) supervisor.Event {
+		return with(ev(supervisor.EventRetired, gen), func(e *supervisor.Event) { e.Duration, e.PID = d, 0 })
+	}
+
+	type want struct {
+		promoted, failed, reverts, restarts float64
+		readyCount, drainCount              uint64
+		readySum, drainSum                  float64
+	}
+	tests := []struct {
+		name string
+		evs  []supervisor.Event
+		want want
+	}{
+		{"nothing yet", nil, want{}},
+		{"first generation starts", []supervisor.Event{ev(supervisor.EventSpawned, 1), ready(1, 250*time.Millisecond)},
+			want{readyCount: 1, readySum: 0.25}},
+		{"upgrade promoted and old one drained", []supervisor.Event{
+			ev(supervisor.EventSpawned, 2), ready(2, 2*time.Second), promoted(2, 1, false),
+			ev(supervisor.EventDraining, 1), ev(supervisor.EventStopping, 1), retired(1, 1500*time.Millisecond),
+		}, want{promoted: 1, readyCount: 1, readySum: 2, drainCount: 1, drainSum: 1.5}},
+		{"upgrade failed", []supervisor.Event{
+			ev(supervisor.EventSpawned, 2), with(ev(supervisor.EventFailed, 2), func(e *supervisor.Event) { e.Reason = "exited" }),
+			ev(supervisor.EventStopping, 2), retired(2, 0),
+		}, want{failed: 1}},
+		{"rollback promoted", []supervisor.Event{ready(3, time.Second), promoted(3, 2, true), retired(2, 3*time.Second)},
+			want{promoted: 1, reverts: 1, readyCount: 1, readySum: 1, drainCount: 1, drainSum: 3}},
+		{"rollback failed", []supervisor.Event{with(ev(supervisor.EventFailed, 3), func(e *supervisor.Event) { e.Rollback = true })},
+			want{failed: 1}},
+		{"promoted replacing nothing", []supervisor.Event{promoted(2, 0, false)}, want{}},
+		{"crash and restart", []supervisor.Event{
+			ev(supervisor.EventCrashed, 1), ev(supervisor.EventSpawned, 1), ready(1, 100*time.Millisecond),
+			ev(supervisor.EventCrashed, 1),
+		}, want{restarts: 2, readyCount: 1, readySum: 0.1}},
+		{"gave up", []supervisor.Event{ev(supervisor.EventGaveUp, 1)}, want{}},
+		{"unknown kind", []supervisor.Event{ev("future-kind", 1)}, want{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := runEvents(t, tt.evs...)
+			// The label values exist from the start, at 0 if nothing
+			// happened, so that rate() has a beginning. (Checked first:
+			// WithLabelValues below would create them.)
+			if n := testutil.CollectAndCount(m.upgrades); n != 2 {
+				t.Errorf("baton_upgrades_total has %d series, want 2 (promoted, failed)", n)
+			}
+			if n := testutil.CollectAndCount(m.reverts); n != 1 {
+				t.Errorf("baton_reverts_total has %d series, want 1 (manual)", n)
+			}
+			var got want
+			got.promoted = testutil.ToFloat64(m.upgrades.WithLabelValues(ResultPromoted))
+			got.failed = testutil.ToFloat64(m.upgrades.WithLabelValues(ResultFailed))
+			got.reverts = testutil.ToFloat64(m.reverts.WithLabelValues(ReasonManual))
+			got.restarts = testutil.ToFloat64(m.restarts)
+			got.readyCount, got.readySum = histogram(t, m.reg, "baton_readiness_seconds")
+			got.drainCount, got.drainSum = histogram(t, m.reg, "baton_drain_seconds")
+			if got != tt.want {
+				t.Errorf("got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// histogram returns the sample count and sum of the histogram name.
+func histogram(t *testing.T, g prometheus.Gatherer, name string) (uint64, float64) {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleCount(), math.Round(h.GetSampleSum()*1e6) / 1e6
+		}
+	}
+	t.Fatalf("no histogram %s", name)
+	return 0, 0
+}
+
+// series returns the values of family name, keyed by its labels as
+// `k="v",k="v"` in label-name order.
+func series(t *testing.T, g prometheus.Gatherer, name string) map[string]float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, lp := range m.GetLabel() {
+				ls = append(ls, lp.GetName()+"="+strconv.Quote(lp.GetValue()))
+			}
+			v := m.GetGauge().GetValue()
+			if m.GetCounter() != nil {
+				v = m.GetCounter().GetValue()
+			}
+			out[strings.Join(ls, ",")] = v
+		}
+	}
+	return out
+}
+
+// pidMax is one more than the largest pid the kernel hands out: a process
+// that is certainly not there.
+func pidMax(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// fullStatus has one generation in each interesting case: serving (this
+// test process), draining (a helper tree), starting without a process yet,
+// and stopping with a process that is gone.
+func fullStatus(t *testing.T) supervisor.Status {
+	tr := startTree(t)
+	return supervisor.Status{
+		Service: "web", PID: os.Getpid(), Serving: 2, Candidate: 3,
+		Listeners: []supervisor.ListenerStatus{
+			{Name: "http", Network: "tcp", Address: "127.0.0.1:8080", Mode: supervisor.ModeSteered},
+			{Name: "admin", Network: "unix", Address: "/run/web.sock", Mode: supervisor.ModeShared},
+		},
+		Generations: []supervisor.GenerationStatus{
+			{ID: 1, State: "draining", PID: tr.parent},
+			{ID: 2, State: "serving", PID: os.Getpid(), Ready: true},
+			{ID: 3, State: "starting", PID: 0},
+			{ID: 4, State: "stopping", PID: pidMax(t)},
+		},
+	}
+}
+
+func TestStatusMetrics(t *testing.T) {
+	st := fullStatus(t)
+	m := New(newFakeSource(func(context.Context) (supervisor.Status, error) { return st, nil }))
+
+	if got := series(t, m.reg, "baton_serving_generation"); got[""] != 2 || len(got) != 1 {
+		t.Errorf("baton_serving_generation = %v, want 2", got)
+	}
+	wantGens := map[string]float64{`state="starting"`: 1, `state="serving"`: 1, `state="draining"`: 1, `state="stopping"`: 1}
+	if got := series(t, m.reg, "baton_generations"); !maps.Equal(got, wantGens) {
+		t.Errorf("baton_generations = %v, want %v", got, wantGens)
+	}
+	wantListeners := map[string]float64{
+		`address="127.0.0.1:8080",listener="http",mode="steered",network="tcp"`: 1,
+		`address="/run/web.sock",listener="admin",mode="shared",network="unix"`: 1,
+	}
+	if got := series(t, m.reg, "baton_listener_info"); !maps.Equal(got, wantListeners) {
+		t.Errorf("baton_listener_info = %v, want %v", got, wantListeners)
+	}
+
+	// Usage only for the generations with a live process: 1 and 2.
+	for _, name := range []string{"baton_generation_resident_memory_bytes", "baton_generation_cpu_seconds_total"} {
+		got := series(t, m.reg, name)
+		keys := slices.Sorted(maps.Keys(got))
+		want := []string{`generation="1",state="draining"`, `generation="2",state="serving"`}
+		if !slices.Equal(keys, want) {
+			t.Errorf("%s has series %q, want %q", name, keys, want)
+		}
+	}
+	if rss := series(t, m.reg, "baton_generation_resident_memory_bytes")[`generation="2",state="serving"`]; rss < 1<<20 {
+		t.Errorf("resident memory of this test process: %v bytes, want at least 1 MiB", rss)
+	}
+}
+
+// documented returns the metric names in the package comment of metrics.go,
+// each with its label names, sorted.
+func documented(t *testing.T) map[string][]string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), "metrics.go", nil, parser.PackageClauseOnly|parser.ParseComments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(baton_[a-z_]+)(?:\{([^}]*)\})?`)
+	out := map[string][]string{}
+	for _, m := range re.FindAllStringSubmatch(f.Doc.Text(), -1) {
+		var labels []string
+		if m[2] != "" {
+			for l := range strings.SplitSeq(m[2], ",") {
+				name, _, _ := strings.Cut(l, "=")
+				labels = append(labels, strings.TrimSpace(name))
+			}
+		}
+		slices.Sort(labels)
+		out[m[1]] = labels
+	}
+	if len(out) == 0 {
+		t.Fatal("no metric documented in the package comment of metrics.go")
+	}
+	return out
+}
+
+// TestHandlerServesDocumented checks that the /metrics output has exactly
+// the metrics the package comment lists (which the README copies), with
+// the documented labels, next to the Go and process metrics of baton.
+func TestHandlerServesDocumented(t *testing.T) {
+	st := fullStatus(t)
+	m := New(newFakeSource(func(context.Context) (supervisor.Status, error) { return st, nil }))
+	body := scrape(t, m.Handler())
+
+	doc := documented(t)
+	served := map[string]bool{}
+	for line := range strings.Lines(body) {
+		if rest, ok := strings.CutPrefix(line, "# TYPE "); ok {
+			served[strings.Fields(rest)[0]] = true
+		}
+	}
+	for name := range doc {
+		if !served[name] {
+			t.Errorf("documented metric %s is not served", name)
+		}
+		if !strings.Contains(body, "# HELP "+name+" ") {
+			t.Errorf("metric %s has no HELP text", name)
+		}
+	}
+	for name := range served {
+		if _, ok := doc[name]; strings.HasPrefix(name, "baton_") && !ok {
+			t.Errorf("served metric %s is not documented in metrics.go", name)
+		}
+	}
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "process_cpu_seconds_total"} {
+		if !served[name] {
+			t.Errorf("baton's own %s is not served", name)
+		}
+	}
+
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		want, ok := doc[mf.GetName()]
+		if !ok {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			var got []string
+			for _, lp := range s.GetLabel() {
+				got = append(got, lp.GetName())
+			}
+			if !slices.Equal(got, want) { // both sorted: the registry sorts labels
+				t.Errorf("%s has labels %q, documented %q", mf.GetName(), got, want)
+				break
+			}
+		}
+	}
+
+	problems, err := testutil.GatherAndLint(m.reg, slices.Collect(maps.Keys(doc))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+// scrape serves one GET /metrics from h, bounded by testWait.
+func scrape(t *testing.T, h http.Handler) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() { h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil)); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(testWait):
+		t.Fatal("scrape did not finish")
+	}
+	if rec.Code != http.StatusOK {
+		t.Fatalf("scrape: status %d: %s", rec.Code, rec.Body)
+	}
+	return rec.Body.String()
+}
+
+// TestScrapeWithoutStatus: when the supervisor does not answer, the
+// scrape-time metrics are left out and the rest is still served.
+func TestScrapeWithoutStatus(t *testing.T) {
+	tests := []struct {
+		name   string
+		status func(context.Context) (supervisor.Status, error)
+	}{
+		{"stopped", func(context.Context) (supervisor.Status, error) {
+			return supervisor.Status{}, supervisor.ErrStopped
+		}},
+		{"too slow", func(ctx context.Context) (supervisor.Status, error) {
+			if _, ok := ctx.Deadline(); !ok {
+				return supervisor.Status{}, errors.New("status asked without a deadline")
+			}
+			<-ctx.Done()
+			return supervisor.Status{}, ctx.Err()
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := New(newFakeSource(tt.status))
+			m.status.timeout = 50 * time.Millisecond
+			body := scrape(t, m.Handler())
+			for _, name := range []string{"baton_upgrades_total", "baton_readiness_seconds", "go_goroutines"} {
+				if !strings.Contains(body, "# TYPE "+name+" ") {
+					t.Errorf("%s missing from a scrape without status", name)
+				}
+			}
+			for _, name := range []string{"baton_serving_generation", "baton_generations", "baton_listener_info",
+				"baton_generation_resident_memory_bytes", "baton_generation_cpu_seconds_total"} {
+				if strings.Contains(body, name+" ") || strings.Contains(body, name+"{") {
+					t.Errorf("%s served without a status", name)
+				}
+			}
+		})
+	}
+}
