@@ -39,6 +39,7 @@ unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseNotify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./handoff/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./supervisor/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./control/
 
 # Benchmarks: e.g. upgrades under load in shared mode against kernel-steered mode.
 bench:

@@ -48,7 +48,7 @@ func TestLoadConfigValid(t *testing.T) {
 		{"good-minimal.toml", func(path string) *Config { return defaults(path, http) }},
 		{"good-full.toml", func(path string) *Config {
 			return &Config{
-				Path: path,
+				Path:    path,
 				Control: ControlConfig{Socket: "/run/baton/web-control.sock", Group: "root", GID: 0},
 				Log:     LogConfig{Format: "json"},
 				Metrics: MetricsConfig{Address: "127.0.0.1:9100"},

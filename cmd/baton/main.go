@@ -1,15 +1,7 @@
 //go:build linux
 
 // Command baton is a zero-downtime process supervisor with socket handoff.
-//
-// Usage:
-//
-//	baton run -c FILE       supervise the service described by FILE
-//	baton check -c FILE     validate FILE without running anything
-//	baton version
-//
-// Exit status: 0 after a requested stop, 1 when the service could not be
-// kept running, 2 for usage and config errors.
+// "baton help" lists its commands; README.md explains them.
 package main
 
 import (
@@ -22,7 +14,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/baton-sh/baton/control"
 	"github.com/baton-sh/baton/handoff"
+	"github.com/baton-sh/baton/metrics"
 	"github.com/baton-sh/baton/supervisor"
 )
 
@@ -32,10 +26,21 @@ var version = "dev"
 const usage = `usage:
   baton run -c FILE [--log-format text|json]   supervise the service in FILE
   baton check -c FILE                          validate FILE, start nothing
+  baton status [--json]                        the listeners and generations
+  baton upgrade [--wait] [--timeout D]         start the next generation (as SIGHUP)
+  baton rollback [--wait] [--timeout D]        go back to the previous generation's config
+  baton stop                                   drain every generation and exit (as SIGTERM)
   baton version                                print the version
+
+status, upgrade, rollback and stop reach a running baton through its control
+socket: give -c FILE (the socket named by the config) or --socket PATH.
 
 Signals to "baton run": SIGHUP upgrades (re-reads FILE, starts the next
 generation alongside the serving one); SIGTERM or SIGINT drains and exits.
+
+Exit status: 0 success; 1 the service could not be kept running, or an
+upgrade or rollback waited for with --wait failed; 2 usage, config or
+connection errors.
 `
 
 // usageError makes main exit 2.
@@ -69,6 +74,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runCmd(rest, stderr)
 	case "check":
 		return checkCmd(rest, stdout, stderr)
+	case "status":
+		return statusCmd(rest, stdout, stderr)
+	case "upgrade":
+		return upgradeCmd(rest, stdout, stderr)
+	case "rollback":
+		return rollbackCmd(rest, stdout, stderr)
+	case "stop":
+		return stopCmd(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "baton %s\n", version)
 		return nil
@@ -145,23 +158,64 @@ func runCmd(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// The control socket comes first: a second baton for the same service
+	// fails here, before it binds or starts anything.
+	ctrl, err := control.Listen(control.ServerOptions{Path: cfg.Control.Socket, GID: cfg.Control.GID, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer ctrl.Close()
+	go func() {
+		if err := ctrl.Serve(sup); err != nil {
+			log.Error("control socket failed; baton goes on without it", "err", err)
+		}
+	}()
+
+	// Metrics are optional, but an operator who asked for them and cannot
+	// have them should know at once: baton stops.
+	metricsErr := make(chan error, 1)
+	if cfg.Metrics.Address != "" {
+		m := metrics.New(sup)
+		go m.Run(ctx)
+		go func() {
+			if err := metrics.Serve(ctx, cfg.Metrics.Address, m, log); err != nil {
+				metricsErr <- err
+				sup.Stop()
+			}
+		}()
+	}
+
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	go func() {
-		for sig := range sigs {
-			if sig == syscall.SIGHUP {
-				log.Info("SIGHUP: upgrade requested")
-				sup.RequestUpgrade()
-			} else {
-				log.Info("signal received; stopping", "signal", sig.String())
-				sup.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-sigs:
+				if sig == syscall.SIGHUP {
+					log.Info("SIGHUP: upgrade requested")
+					sup.RequestUpgrade()
+				} else {
+					log.Info("signal received; stopping", "signal", sig.String())
+					sup.Stop()
+				}
 			}
 		}
 	}()
-	log.Info("baton starting", "version", version, "config", f.config, "pid", os.Getpid())
-	if err := sup.Run(context.Background()); err != nil {
+	log.Info("baton starting", "version", version, "config", f.config, "pid", os.Getpid(),
+		"control", cfg.Control.Socket)
+	if err := sup.Run(ctx); err != nil {
 		return err
+	}
+	select {
+	case err := <-metricsErr:
+		return err
+	default:
 	}
 	log.Info("baton stopped")
 	return nil

@@ -63,7 +63,10 @@ address = "127.0.0.1:0"
 
 [readiness]
 timeout = "10s"
-%s`, helloBin, version, extra)
+
+[control]
+socket = %q
+%s`, helloBin, version, filepath.Join(dir, "control.sock"), extra)
 	if err := os.WriteFile(cfg, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +302,9 @@ address = "127.0.0.1:0"
 [readiness]
 check = "delay"
 delay = "10ms"
-`, script, report)), 0o644)
+[control]
+socket = %q
+`, script, report, filepath.Join(dir, "control.sock"))), 0o644)
 	leak, err := os.Open("/dev/null")
 	if err != nil {
 		t.Fatal(err)

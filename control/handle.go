@@ -1,0 +1,111 @@
+//go:build linux
+
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+)
+
+// handle serves one connection: credentials, then one request, then its
+// answer. It runs in the connection's own goroutine.
+func (s *Server) handle(c *net.UnixConn, b Backend) {
+	w := &writer{c: c, timeout: s.opts.RequestTimeout}
+	p, err := peerOf(c)
+	if err != nil {
+		s.log.Warn("control connection refused: cannot read its credentials", "err", err)
+		w.error("permission denied")
+		return
+	}
+	if !s.allowed(p) {
+		s.log.Warn("control connection refused: permission denied",
+			"uid", p.uid, "gid", p.gid, "pid", p.pid, "socket", s.opts.Path)
+		w.error("permission denied")
+		return
+	}
+
+	_ = c.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout)) // fails only if c is closed
+	req, err := DecodeRequest(c)
+	if err != nil {
+		switch {
+		case s.ctx.Err() != nil:
+			err = errors.New("baton's control socket is closing")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			err = fmt.Errorf("incomplete request: no newline within %s", s.opts.RequestTimeout)
+		}
+		s.log.Warn("bad control request", "err", err, "uid", p.uid, "pid", p.pid)
+		w.error(err.Error())
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{}) // fails only if c is closed
+	lvl := slog.LevelInfo
+	if req.Command == CommandStatus {
+		lvl = slog.LevelDebug
+	}
+	s.log.Log(s.ctx, lvl, "control request", "command", req.Command, "wait", req.Wait, "uid", p.uid, "pid", p.pid)
+
+	switch req.Command {
+	case CommandStatus:
+		ctx, cancel := context.WithTimeout(s.ctx, s.opts.RequestTimeout)
+		defer cancel()
+		st, err := b.Status(ctx)
+		if err != nil {
+			w.error(fmt.Sprintf("status: %v", err))
+			return
+		}
+		w.write(Response{Type: TypeStatus, Status: NewStatusJSON(st)})
+	case CommandUpgrade, CommandRollback:
+		start := b.Upgrade
+		if req.Command == CommandRollback {
+			start = b.Rollback
+		}
+		if req.Wait {
+			s.wait(c, w, b, req, start)
+			return
+		}
+		// The upgrade outlives this connection: only Close stops the
+		// waiting for its outcome, which the supervisor logs anyway.
+		s.goTracked(func() {
+			if _, err := start(s.ctx); err != nil && s.ctx.Err() == nil {
+				s.log.Debug("control: "+req.Command+" started without wait did not succeed", "err", err)
+			}
+		})
+		w.write(Response{Type: TypeResult, Result: &ResultJSON{OK: true}})
+	case CommandStop:
+		// Answer first: the client learns its request was taken before
+		// baton starts going away.
+		w.write(Response{Type: TypeResult, Result: &ResultJSON{OK: true}})
+		b.Stop()
+	}
+}
+
+// writer writes response lines, each bounded in time. After a failed
+// write it writes nothing more: the client is gone or stuck.
+type writer struct {
+	c       *net.UnixConn
+	timeout time.Duration
+	err     error
+}
+
+func (w *writer) write(r Response) error {
+	if w.err != nil {
+		return w.err
+	}
+	r.Version = ProtocolVersion
+	line, err := json.Marshal(r)
+	if err != nil {
+		w.err = err
+		return err // cannot happen: the types marshal
+	}
+	_ = w.c.SetWriteDeadline(time.Now().Add(w.timeout)) // fails only if c is closed
+	_, w.err = w.c.Write(append(line, '\n'))
+	return w.err
+}
+
+func (w *writer) error(msg string) { _ = w.write(Response{Type: TypeError, Error: msg}) } // the client may be gone
