@@ -49,6 +49,8 @@ type batonProc struct {
 	lines chan map[string]any
 	log   *strings.Builder
 	done  chan error
+
+	listenAddr string
 }
 
 func writeHelloConfig(t *testing.T, dir, version, extra string) string {
@@ -110,6 +112,14 @@ func startBaton(t *testing.T, cfg string) *batonProc {
 		}
 	})
 	return b
+}
+
+// addr is the first listener's bound address, from baton's log.
+func (b *batonProc) addr(t *testing.T) string {
+	if b.listenAddr == "" {
+		b.listenAddr = b.waitLog("listener ready")["address"].(string)
+	}
+	return b.listenAddr
 }
 
 // waitLog returns the first log line with msg (bounded).
