@@ -1,0 +1,71 @@
+//go:build linux
+
+package probe
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExecSucceedsOnceTheCommandDoes(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "ready")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Exec{Command: []string{"/bin/sh", "-c", `test -e "$FLAG"`}, Env: []string{"FLAG=" + flag},
+			Interval: 10 * time.Millisecond}.Wait(ctx)
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("ready before the flag existed: %v", err)
+	case <-time.After(50 * time.Millisecond): // a few failed tries; not a handshake stand-in
+	}
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+}
+
+func TestExecGivesUpWithTheLastReason(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err := Exec{Command: []string{"/bin/sh", "-c", "echo not yet >&2; exit 3"}, Interval: 20 * time.Millisecond}.Wait(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "not yet") ||
+		!strings.Contains(err.Error(), "exit status 3") {
+		t.Errorf("err = %v; want the deadline and the last try's output and status", err)
+	}
+}
+
+// TestExecKillsAHangingCheck: a check that hangs is killed with its process
+// group when the deadline passes, and Wait returns promptly.
+func TestExecKillsAHangingCheck(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := Exec{Command: []string{"/bin/sh", "-c", "sleep 30 & sleep 30"}, Interval: time.Second}.Wait(ctx)
+	if err == nil {
+		t.Fatal("a hanging check passed")
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Wait took %s after the deadline", took)
+	}
+}
+
+func TestDelay(t *testing.T) {
+	if err := Delay(context.Background(), 10*time.Millisecond); err != nil {
+		t.Error(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Delay(ctx, time.Hour); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled delay: %v", err)
+	}
+}
