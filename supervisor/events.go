@@ -12,7 +12,7 @@ const (
 	EventSpawned  = "spawned"  // a process of the generation started
 	EventReady    = "ready"    // it passed its readiness check (Duration: time to ready)
 	EventPromoted = "promoted" // new connections go to it (Replaces: the generation it replaced)
-	EventFailed   = "failed"   // the upgrade to it failed (Reason)
+	EventFailed   = "failed"   // the upgrade to it failed (Reason); Gen 0: the upgrade could not even start (a broken config, say)
 	EventDraining = "draining" // unrouted, its accept queues are emptying
 	EventStopping = "stopping" // its stop signal was sent (Reason)
 	EventRetired  = "retired"  // its process exited and its sockets are closed (Duration: since it was replaced)

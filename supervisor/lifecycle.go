@@ -103,6 +103,7 @@ func (s *Supervisor) servingID() int {
 func (s *Supervisor) startUpgrade(reply chan<- upgradeResult) {
 	fail := func(err error) {
 		s.log.Error("upgrade not started", "err", err, "serving", s.servingID())
+		s.emit(Event{Kind: EventFailed, Reason: err.Error()})
 		if reply != nil {
 			reply <- upgradeResult{err: fmt.Errorf("%w: %w", ErrUpgradeFailed, err)}
 		}
@@ -148,6 +149,7 @@ func (s *Supervisor) startUpgrade(reply chan<- upgradeResult) {
 func (s *Supervisor) startRollback(reply chan<- upgradeResult) {
 	fail := func(err error) {
 		s.log.Error("rollback not started", "err", err, "serving", s.servingID())
+		s.emit(Event{Kind: EventFailed, Reason: err.Error(), Rollback: true})
 		if reply != nil {
 			reply <- upgradeResult{err: fmt.Errorf("%w: %w", ErrUpgradeFailed, err)}
 		}

@@ -16,6 +16,7 @@ type Status struct {
 	Generations []GenerationStatus // oldest first
 	Serving     int                // id of the serving generation, 0 if none
 	Candidate   int                // id of the upgrade in progress, 0 if none
+	Queued      bool               // another upgrade was asked for and follows the one in progress
 	Stopping    bool
 }
 
@@ -43,7 +44,7 @@ type GenerationStatus struct {
 
 func (s *Supervisor) status() Status {
 	st := Status{Service: s.base.Service.Name, ConfigPath: s.opts.ConfigPath, PID: os.Getpid(),
-		Serving: s.servingID(), Candidate: idOf(s.candidate), Stopping: s.stopping}
+		Serving: s.servingID(), Candidate: idOf(s.candidate), Queued: s.queued, Stopping: s.stopping}
 	for _, l := range s.listeners {
 		st.Listeners = append(st.Listeners, ListenerStatus{
 			Name: l.spec.Name, Network: l.spec.Network, Address: l.bound.Address, Mode: l.mode, Why: l.reason,

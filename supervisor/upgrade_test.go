@@ -5,8 +5,8 @@ package supervisor_test
 import (
 	"context"
 	"errors"
-	"strings"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
