@@ -32,7 +32,16 @@ type Child struct {
 	Names   []string
 	Stdout  int // fd to hand over as 1
 	Stderr  int // fd to hand over as 2
+	// Credential, if set, is who the child runs as (from the fork on, so
+	// the shim too). NoNewPrivs makes the shim set PR_SET_NO_NEW_PRIVS
+	// before it execs the program.
+	Credential *syscall.Credential
+	NoNewPrivs bool
 }
+
+// shimNoNewPrivs is how the spawner tells the shim to set
+// PR_SET_NO_NEW_PRIVS; the shim removes it from the environment.
+const shimNoNewPrivs = "BATON_EXEC_NO_NEW_PRIVS"
 
 // Spawner starts children from one OS thread that lives as long as the
 // process: PR_SET_PDEATHSIG fires when the *thread* that forked a child
@@ -111,14 +120,18 @@ func (s *Spawner) start(c Child) (int, error) {
 	if len(c.Sockets) == 0 {
 		env = withoutActivation(c.Env)
 	}
+	if c.NoNewPrivs {
+		env = append(env, shimNoNewPrivs+"=1")
+	}
 	argv := append([]string{"baton-exec", ShimArg, c.Path}, c.Args...)
 	pid, err := syscall.ForkExec(c.Shim, argv, &syscall.ProcAttr{
 		Dir:   c.Dir,
 		Env:   env,
 		Files: files,
 		Sys: &syscall.SysProcAttr{
-			Setpgid:   true,
-			Pdeathsig: syscall.SIGKILL,
+			Setpgid:    true,
+			Pdeathsig:  syscall.SIGKILL,
+			Credential: c.Credential,
 		},
 	})
 	if err != nil {
@@ -154,6 +167,13 @@ func RunShim() {
 	path, argv := os.Args[2], os.Args[3:]
 	if os.Getenv("LISTEN_FDS") != "" {
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
+	}
+	if os.Getenv(shimNoNewPrivs) != "" {
+		os.Unsetenv(shimNoNewPrivs)
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			fmt.Fprintf(os.Stderr, "baton-exec: cannot set no_new_privs: %v\n", err)
+			os.Exit(127)
+		}
 	}
 	resolved, err := LookPath(path, os.Getenv("PATH"))
 	if err == nil {

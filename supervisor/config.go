@@ -101,6 +101,11 @@ type ServiceConfig struct {
 	Command     []string          // argv, run without a shell; Command[0] is not empty
 	Directory   string            // absolute working directory, or "" for baton's own
 	Environment map[string]string // added to a minimal environment; never a variable baton sets
+	// Credentials: who the service runs as ([service] user, group,
+	// supplementary_groups); nil for baton's own user.
+	Credentials *Credentials
+	// NoNewPrivs sets PR_SET_NO_NEW_PRIVS for the service's processes.
+	NoNewPrivs bool
 }
 
 // ReadinessConfig says when a new generation is ready to take traffic.

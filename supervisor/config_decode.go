@@ -34,7 +34,7 @@ import (
 // configKeys is the config format: each section and its keys. The value
 // checks read exactly these keys.
 var configKeys = map[string][]string{
-	"service":   {"name", "command", "directory", "environment"},
+	"service":   {"name", "command", "directory", "environment", "user", "group", "supplementary_groups", "no_new_privs"},
 	"listener":  {"name", "address", "network", "mode"},
 	"readiness": {"check", "timeout", "command", "interval", "delay"},
 	"upgrade":   {"steering"},

@@ -54,6 +54,8 @@ func TestLoadConfigValid(t *testing.T) {
 				Metrics: MetricsConfig{Address: "127.0.0.1:9100"},
 				Service: ServiceConfig{
 					Name:        "web",
+					Credentials: &Credentials{User: "nobody", Home: "/nonexistent", UID: 65534, GID: 65534, Groups: []uint32{}},
+					NoNewPrivs:  true,
 					Command:     []string{"/srv/app/current/app", "--flag", "two words"},
 					Directory:   "/srv/app",
 					Environment: map[string]string{"GREETING": "hello", "EMPTY": "", "LISTEN_FDS_EXTRA": "x"},
@@ -177,6 +179,9 @@ func TestParseConfigInvalid(t *testing.T) {
 		{"bad-metrics-address.toml", "[metrics] address", 9, nil},
 		{"bad-metrics-port.toml", "[metrics] address", 9, nil},
 		{"bad-service-name.toml", "[service] name", 2, nil},
+		{"bad-user-unknown.toml", "[service] user", 3, nil},
+		{"bad-group-without-user.toml", "[service] group", 3, nil},
+		{"bad-no-new-privs.toml", "[service] no_new_privs", 3, nil},
 		{"bad-signal.toml", "[drain] signal", 9, nil},
 		{"bad-signal-kill.toml", "[drain] signal", 9, nil},
 		{"bad-signal-stop.toml", "[drain] signal", 9, nil},

@@ -46,6 +46,9 @@ func (p *parser) service(sec, env map[string]any) (ServiceConfig, error) {
 		return s, err
 	}
 	s.Command = cmd
+	if err := p.identity(sec, &s); err != nil {
+		return s, err
+	}
 
 	if v := sec["directory"]; v != nil {
 		path := []string{"service", "directory"}

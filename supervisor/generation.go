@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/baton-sh/baton/handoff"
@@ -139,6 +140,9 @@ func (s *Supervisor) spawn(g *generation) error {
 		Names:   names,
 		Stdout:  s.opts.Stdout,
 		Stderr:  s.opts.Stderr,
+
+		Credential: credential(cfg.Service.Credentials),
+		NoNewPrivs: cfg.Service.NoNewPrivs,
 	})
 	if err != nil {
 		return fmt.Errorf("generation %d: %w", g.id, err)
@@ -158,6 +162,14 @@ func (s *Supervisor) spawn(g *generation) error {
 	s.emit(Event{Kind: EventSpawned, Gen: g.id, PID: proc.pid})
 	s.startReadiness(proc, env)
 	return nil
+}
+
+// credential is who the service runs as; nil for baton's own user.
+func credential(c *Credentials) *syscall.Credential {
+	if c == nil {
+		return nil
+	}
+	return &syscall.Credential{Uid: c.UID, Gid: c.GID, Groups: c.Groups}
 }
 
 // waitExited blocks until the child pid has exited, leaving it unreaped.
@@ -229,6 +241,9 @@ func (s *Supervisor) childEnv(g *generation) []string {
 			k, v, _ := strings.Cut(kv, "=")
 			env[k] = v
 		}
+	}
+	if c := g.cfg.Service.Credentials; c != nil {
+		env["USER"], env["LOGNAME"], env["HOME"] = c.User, c.User, c.Home
 	}
 	for k, v := range g.cfg.Service.Environment {
 		env[k] = v

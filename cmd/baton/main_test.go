@@ -29,6 +29,10 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	// Readable by every user: some tests run the service as nobody.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		panic(err)
+	}
 	batonBin, helloBin = filepath.Join(dir, "baton"), filepath.Join(dir, "hello")
 	for bin, pkg := range map[string]string{batonBin: ".", helloBin: "../../examples/hello"} {
 		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
