@@ -5,8 +5,10 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/baton-sh/baton/handoff"
+	"golang.org/x/sys/unix"
 )
 
 // Routing modes of a listener.
@@ -27,6 +29,9 @@ type listener struct {
 	next  *handoff.Socket
 	// Shared mode: the one socket.
 	shared *handoff.Socket
+	// adopted: the socket was passed to baton (socket activation or the
+	// fd store), not made by it.
+	adopted bool
 }
 
 // socketFor returns the socket a new generation gets and whether the
@@ -60,19 +65,102 @@ func (l *listener) close() {
 	}
 }
 
-// setupListeners binds every listener and chooses its mode, once.
+// setupListeners binds every listener, or adopts the socket passed to baton
+// for it, and chooses its mode, once.
 func (s *Supervisor) setupListeners() error {
 	want := s.base.Upgrade.Steering
-	for _, spec := range s.base.Listeners {
+	passed, err := s.matchActivated()
+	if err != nil {
+		return err
+	}
+	for i, spec := range s.base.Listeners {
 		l := &listener{spec: spec}
 		s.listeners = append(s.listeners, l)
-		if err := l.open(want); err != nil {
+		if in, ok := passed[i]; ok {
+			sock, err := handoff.Adopt(in, spec)
+			if err != nil {
+				return err
+			}
+			l.adopted = true
+			if err := l.openAdopted(want, sock); err != nil {
+				return err
+			}
+		} else if err := l.open(want); err != nil {
 			return err
 		}
 		s.log.Info("listener ready", "listener", spec.Name, "network", spec.Network,
-			"address", l.bound.Address, "mode", l.mode, "why", l.reason)
+			"address", l.bound.Address, "mode", l.mode, "why", l.reason, "passed_by_manager", l.adopted)
+		if s.opts.FDStore && !l.adopted {
+			s.store(l)
+		}
 	}
 	return nil
+}
+
+// store puts a socket baton made into its service manager's fd store, so
+// that it survives a restart or crash of baton. Failing is logged only:
+// the socket works as before, it just does not outlive baton.
+func (s *Supervisor) store(l *listener) {
+	sock := l.shared
+	if sock == nil {
+		sock = l.next
+	}
+	if ok, err := handoff.StoreFD(l.spec.Name, sock.FD()); err != nil {
+		s.log.Warn("listener not stored in the service manager's fd store", "listener", l.spec.Name, "err", err)
+	} else if ok {
+		s.log.Info("listener stored in the service manager's fd store", "listener", l.spec.Name)
+	}
+}
+
+// matchActivated pairs the sockets passed to baton (socket activation, or
+// the fd store after a restart) with listeners: by LISTEN_FDNAMES where any
+// name matches a listener's, else by order when the counts agree. The
+// result maps listener index to socket. A passed socket that matches no
+// listener is closed and logged.
+func (s *Supervisor) matchActivated() (map[int]handoff.Inherited, error) {
+	passed := s.opts.Activated
+	out := map[int]handoff.Inherited{}
+	if len(passed) == 0 {
+		return out, nil
+	}
+	index := map[string]int{}
+	for i, spec := range s.base.Listeners {
+		index[spec.Name] = i
+	}
+	byName := false
+	for _, in := range passed {
+		if _, ok := index[in.Name]; ok {
+			byName = true
+		}
+	}
+	switch {
+	case byName:
+		for _, in := range passed {
+			i, ok := index[in.Name]
+			if !ok {
+				s.log.Warn("passed socket matches no listener; closed", "fd", in.FD, "name", in.Name)
+				_ = unix.Close(in.FD) // not ours to use
+				continue
+			}
+			if _, dup := out[i]; dup {
+				return nil, fmt.Errorf("two sockets named %q were passed to baton; listener %q takes one", in.Name, in.Name)
+			}
+			out[i] = in
+		}
+	case len(passed) == len(s.base.Listeners):
+		s.log.Info("passed sockets matched to listeners by order: their names match none", "count", len(passed))
+		for i, in := range passed {
+			out[i] = in
+		}
+	default:
+		var names []string
+		for _, in := range passed {
+			names = append(names, fmt.Sprintf("%q", in.Name))
+		}
+		return nil, fmt.Errorf("%d sockets were passed to baton (names %s) and none is named after a listener; "+
+			"name them with FileDescriptorName= in the .socket unit, or pass one per listener in order", len(passed), strings.Join(names, ", "))
+	}
+	return out, nil
 }
 
 func (l *listener) open(want string) error {
@@ -84,13 +172,15 @@ func (l *listener) open(want string) error {
 	case spec.IsUnix():
 		reason = errors.New("unix sockets cannot be steered (no SO_REUSEPORT)")
 	default:
-		reason = l.openSteered()
+		sock, err := handoff.Listen(spec, true)
+		if err != nil {
+			return err
+		}
+		reason = l.steerGroup(sock)
 		if reason == nil {
 			return nil
 		}
-		if !errors.Is(reason, handoff.ErrSteeringUnsupported) {
-			return reason // e.g. address in use: not a reason to fall back
-		}
+		_ = sock.Close() // nothing was routed to it: steering failed before Select
 	}
 	if want == "bpf" {
 		return fmt.Errorf("%s: [upgrade] steering = \"bpf\" but kernel steering is not possible: %w", spec, reason)
@@ -103,26 +193,57 @@ func (l *listener) open(want string) error {
 	return nil
 }
 
-// openSteered binds the listener's first reuseport socket and routes the
-// group to it. Errors that mean steering is impossible here wrap
+// openAdopted is open for a socket passed to baton: steered where the
+// socket allows it (SO_REUSEPORT, plain TCP or UDP), else shared.
+func (l *listener) openAdopted(want string, sock *handoff.Socket) error {
+	var reason error
+	switch {
+	case want == "shared":
+		reason = errors.New(`[upgrade] steering = "shared"`)
+	case l.spec.IsUnix():
+		reason = errors.New("unix sockets cannot be steered (no SO_REUSEPORT)")
+	case !sock.ReusePort():
+		reason = errors.New("the socket passed to baton lacks SO_REUSEPORT (set ReusePort=yes in the .socket unit)")
+	case !l.spec.IsPacket() && !sock.PlainTCP():
+		reason = errors.New("the socket passed to baton is not plain TCP (MPTCP?)")
+	default:
+		reason = l.steerGroup(sock)
+		if reason == nil {
+			// A sibling proves baton may join the socket's group (same
+			// user); it gets no traffic, the program routes to sock.
+			sib, err := handoff.JoinGroup(l.bound)
+			if err == nil {
+				_ = sib.Close() // empty: nothing was ever routed to it
+				return nil
+			}
+			// The program stays attached and routes everything to sock,
+			// which is what shared mode does anyway.
+			_ = l.steer.Close() // the group keeps the program
+			l.steer, l.next = nil, nil
+			reason = fmt.Errorf("cannot add sockets to the passed socket's group (was it made by another user?): %w", err)
+		}
+	}
+	if want == "bpf" {
+		return fmt.Errorf("%s: [upgrade] steering = \"bpf\" but kernel steering is not possible: %w", l.spec, reason)
+	}
+	l.mode, l.reason, l.shared, l.bound = ModeShared, reason.Error(), sock, sock.Spec()
+	return nil
+}
+
+// steerGroup loads the program, attaches it to sock's reuseport group and
+// routes the group to sock, which becomes the first generation's socket.
+// Errors that mean steering is impossible here wrap
 // handoff.ErrSteeringUnsupported.
-func (l *listener) openSteered() error {
+func (l *listener) steerGroup(sock *handoff.Socket) error {
 	st, err := handoff.NewSteering()
 	if err != nil {
 		return err
 	}
-	sock, err := handoff.Listen(l.spec, true)
-	if err != nil {
-		_ = st.Close()
-		return err
-	}
 	if err := st.Attach(sock.FD()); err != nil {
-		_ = sock.Close()
 		_ = st.Close()
 		return fmt.Errorf("%s: %w: %w", l.spec, handoff.ErrSteeringUnsupported, err)
 	}
 	if err := st.Select(sock.FD()); err != nil {
-		_ = sock.Close()
 		_ = st.Close()
 		return fmt.Errorf("%s: %w: %w", l.spec, handoff.ErrSteeringUnsupported, err)
 	}

@@ -38,6 +38,12 @@ type Options struct {
 	Shim string
 	// Stdout and Stderr are the fds children write to (1 and 2 when 0).
 	Stdout, Stderr int
+	// Activated are sockets passed to baton (handoff.TakeActivated):
+	// listeners adopt them instead of binding.
+	Activated []handoff.Inherited
+	// FDStore puts the sockets baton makes into its service manager's fd
+	// store (set when baton runs under systemd).
+	FDStore bool
 }
 
 // Supervisor runs one service. Create it with New, then call Run once.

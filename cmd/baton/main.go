@@ -136,6 +136,12 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 func runCmd(args []string, stderr io.Writer) error {
+	// Sockets passed by socket activation, or by systemd's fd store after a
+	// restart, are taken first, before anything could inherit them.
+	activated, err := handoff.TakeActivated()
+	if err != nil {
+		return err
+	}
 	f, err := parseFlags("run", args, stderr)
 	if err != nil {
 		return err
@@ -154,7 +160,13 @@ func runCmd(args []string, stderr io.Writer) error {
 		return err
 	}
 
-	sup, err := supervisor.New(supervisor.Options{ConfigPath: f.config, Config: cfg, Logger: log})
+	sup, err := supervisor.New(supervisor.Options{
+		ConfigPath: f.config, Config: cfg, Logger: log,
+		Activated: activated,
+		// Under systemd, the sockets baton makes go into its fd store, so
+		// that they outlive a crash or restart of baton.
+		FDStore: os.Getenv("NOTIFY_SOCKET") != "",
+	})
 	if err != nil {
 		return err
 	}

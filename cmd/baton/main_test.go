@@ -80,7 +80,11 @@ socket = %q
 }
 
 func startBaton(t *testing.T, cfg string) *batonProc {
-	cmd := exec.Command(batonBin, "run", "-c", cfg, "--log-format", "json")
+	return runBatonCmd(t, exec.Command(batonBin, "run", "-c", cfg, "--log-format", "json"))
+}
+
+// runBatonCmd starts a prepared `baton run` command and follows its log.
+func runBatonCmd(t *testing.T, cmd *exec.Cmd) *batonProc {
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
