@@ -225,4 +225,3 @@ func waitSentN(t *testing.T, load *loadgen.Load, n int64) {
 		}
 	}
 }
-
