@@ -170,8 +170,11 @@ func runCmd(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Subscribed here, before the supervisor runs, so that no event is missed.
+	sdNotify := newSystemdNotifier(sup, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go sdNotify.Run(ctx)
 
 	// The control socket comes first: a second baton for the same service
 	// fails here, before it binds or starts anything.
@@ -211,9 +214,10 @@ func runCmd(args []string, stderr io.Writer) error {
 			case sig := <-sigs:
 				if sig == syscall.SIGHUP {
 					log.Info("SIGHUP: upgrade requested")
-					sup.RequestUpgrade()
+					sdNotify.Reloading(sup.RequestUpgrade)
 				} else {
 					log.Info("signal received; stopping", "signal", sig.String())
+					sdNotify.Stopping()
 					sup.Stop()
 				}
 			}
@@ -221,7 +225,9 @@ func runCmd(args []string, stderr io.Writer) error {
 	}()
 	log.Info("baton starting", "version", version, "config", f.config, "pid", os.Getpid(),
 		"control", cfg.Control.Socket)
-	if err := sup.Run(ctx); err != nil {
+	err = sup.Run(ctx)
+	sdNotify.Stopping() // however it stopped: `baton stop`, a crash loop, a failed start
+	if err != nil {
 		return err
 	}
 	select {
