@@ -46,4 +46,58 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./supervisor/
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
+
+# Release artifacts (packaging/). `make dist` writes a static binary per
+# platform, dist/baton_VERSION_linux_{amd64,arm64,armv7}/baton, and
+# dist/SHA256SUMS; `make package` adds a .deb and an .rpm per PKG_ARCHS,
+# built by nfpm (pinned here, run as a Go tool: go.mod is untouched).
+DIST           ?= dist
+# name:GOARCH:GOARM of each binary `make dist` builds.
+DIST_PLATFORMS ?= amd64:amd64: arm64:arm64: armv7:arm:7
+# Which of them get packages (nfpm calls armv7 "arm7": armhf, armv7hl).
+PKG_ARCHS      ?= amd64 arm64 armv7
+PKG_FORMATS    ?= deb rpm
+PKG_VERSION    := $(shell sh packaging/pkgversion.sh '$(VERSION)')
+PKG_MAINTAINER ?= baton developers <baton@users.noreply.github.com>
+NFPM           ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+# File dates inside packages and the man page: the last commit's, so that
+# a rebuild of the same commit gives the same packages.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+
+.PHONY: dist package test-package
+
+dist: FORCE
+	rm -rf $(DIST)/baton_*_linux_* $(DIST)/SHA256SUMS
+	set -e; for p in $(DIST_PLATFORMS); do \
+		name=$${p%%:*}; rest=$${p#*:}; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$${rest%%:*} GOARM=$${rest#*:} \
+			$(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+			-o $(DIST)/baton_$(VERSION)_linux_$$name/baton ./cmd/baton; \
+	done
+	cd $(DIST) && sha256sum baton_$(VERSION)_linux_*/baton > SHA256SUMS
+
+package: dist
+	rm -f $(addprefix $(DIST)/*.,$(PKG_FORMATS))
+	sed -e 's/@VERSION@/$(PKG_VERSION)/' \
+		-e "s/@DATE@/$$(date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%d)/" \
+		packaging/baton.1 | gzip -9n > $(DIST)/baton.1.gz
+	set -e; for a in $(PKG_ARCHS); do \
+		for f in $(PKG_FORMATS); do \
+			BATON_ARCH=$$(echo $$a | sed 's/^armv7$$/arm7/') \
+			BATON_VERSION='$(PKG_VERSION)' \
+			BATON_BIN=$(DIST)/baton_$(VERSION)_linux_$$a/baton \
+			BATON_MAN=$(DIST)/baton.1.gz \
+			BATON_MAINTAINER='$(PKG_MAINTAINER)' \
+			SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) \
+			$(NFPM) package -f packaging/nfpm.yaml -p $$f -t $(DIST)/; \
+		done; \
+	done
+	cd $(DIST) && sha256sum baton_$(VERSION)_linux_*/baton $(addprefix *.,$(PKG_FORMATS)) > SHA256SUMS
+
+# The slow packaging test: `make package` into a temp dir, then check every
+# binary and package; with BATON_TEST_DPKG=1 (root, Debian) also install the
+# .deb with dpkg -i, run it and purge it. `make test` runs the fast ones
+# (unit files, man page, sample config) as part of `unit`.
+test-package:
+	BATON_TEST_PACKAGE=1 $(GO) test -count=1 -timeout 15m -v -run 'Package' ./packaging/

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -331,4 +332,30 @@ func countFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(entries)
+}
+
+// TestShimClearsAmbientCapabilities: capabilities baton holds in its ambient
+// set (AmbientCapabilities= under systemd) do not reach the service.
+func TestShimClearsAmbientCapabilities(t *testing.T) {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and setpriv (util-linux)")
+	}
+	exe, _ := os.Executable()
+	ambient := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(setpriv, append([]string{"--inh-caps", "+net_bind_service", "--ambient-caps", "+net_bind_service", "--"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	report := []string{"/bin/sh", "sh", "-c", "grep CapAmb /proc/self/status"}
+	if got := ambient(report[0], report[2], report[3]); strings.HasSuffix(got, "0000000000000000") {
+		t.Fatalf("control run without the shim shows no ambient capability (%q): the test cannot tell", got)
+	}
+	if got := ambient(append([]string{exe, ShimArg}, report...)...); !strings.HasSuffix(got, "0000000000000000") {
+		t.Errorf("through the shim: %q, want no ambient capabilities", got)
+	}
 }

@@ -156,7 +156,8 @@ func withoutActivation(env []string) []string {
 }
 
 // RunShim is the exec shim: when os.Args[1] is ShimArg it sets LISTEN_PID to
-// its own pid (which the exec'd program keeps) and execs the program named
+// its own pid (which the exec'd program keeps), clears the ambient
+// capabilities baton may hold, and execs the program named
 // in os.Args[2] with argv os.Args[3:]. It returns only when os.Args do not
 // ask for the shim; on failure it reports on stderr and exits 127, as a
 // shell does for a command it cannot run. Call it first thing in main.
@@ -167,6 +168,12 @@ func RunShim() {
 	path, argv := os.Args[2], os.Args[3:]
 	if os.Getenv("LISTEN_FDS") != "" {
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
+	}
+	// Capabilities baton was given to bind and steer (AmbientCapabilities=
+	// under systemd) are baton's, not the service's.
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && err != unix.EINVAL {
+		fmt.Fprintf(os.Stderr, "baton-exec: cannot clear ambient capabilities: %v\n", err)
+		os.Exit(127)
 	}
 	if os.Getenv(shimNoNewPrivs) != "" {
 		os.Unsetenv(shimNoNewPrivs)
