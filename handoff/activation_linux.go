@@ -88,6 +88,12 @@ func Adopt(in Inherited, spec ListenerSpec) (*Socket, error) {
 	if err != nil {
 		return nil, fail("%v", err)
 	}
+	// baton's sockets are non-blocking (see the package doc); a manager may
+	// pass them blocking (systemd's default), and so does a parent that
+	// handed them over through os/exec.
+	if err := unix.SetNonblock(in.FD, true); err != nil {
+		return nil, fail("set O_NONBLOCK: %v", err)
+	}
 	s := &Socket{spec: spec, fd: in.FD}
 	s.spec.Address = bound
 	return s, nil

@@ -83,6 +83,10 @@ func (s *Socket) Close() error {
 	return nil
 }
 
+// KeepFile makes Close leave a unix socket's file in place: the socket was
+// handed to a successor that goes on listening on it.
+func (s *Socket) KeepFile() { s.unixIno = 0 }
+
 // NonBlocking reports whether the socket's open file description has
 // O_NONBLOCK set. Children share that description, so this is what they see.
 func (s *Socket) NonBlocking() (bool, error) {

@@ -80,6 +80,11 @@ func (s *Supervisor) handle(ev event) {
 		}
 	case restartDue:
 		s.restart(ev.gen)
+	case handoverReq:
+		ev.reply <- s.prepareHandover()
+	case handoverDone:
+		s.finishHandover(ev.ok)
+		close(ev.reply)
 	case drainTick:
 		s.checkDrained(ev.gen)
 	case graceOver:
@@ -301,6 +306,8 @@ func (s *Supervisor) promote(g *generation) {
 	s.decideCandidate(upgradeResult{gen: g.id})
 	if old != nil {
 		s.drain(old)
+	} else if s.opts.Handover && s.opts.OnServing != nil {
+		s.opts.OnServing()
 	}
 	s.nextQueued()
 }
@@ -325,6 +332,11 @@ func (s *Supervisor) failUpgrade(g *generation, why string) {
 	s.stopGeneration(g, "upgrade failed")
 	s.nextQueued()
 	s.giveUpIfNothingLeft()
+	if s.serving == nil && s.candidate == nil && !s.stopping {
+		// Only a handed-over baton starts with nothing serving.
+		s.exitErr = fmt.Errorf("the first generation did not become ready: %s", why)
+		s.beginStop("the first generation failed")
+	}
 }
 
 // giveUpIfNothingLeft stops baton when the serving generation gave up and

@@ -69,10 +69,16 @@ func (l *listener) close() {
 // for it, and chooses its mode, once.
 func (s *Supervisor) setupListeners() error {
 	want := s.base.Upgrade.Steering
-	passed, err := s.matchActivated()
+	passed, steering, err := s.matchActivated()
 	if err != nil {
 		return err
 	}
+	defer func() {
+		for _, p := range steering {
+			_ = unix.Close(p.prog)    // taken over as duplicates, or not used
+			_ = unix.Close(p.sockets) // likewise
+		}
+	}()
 	for i, spec := range s.base.Listeners {
 		l := &listener{spec: spec}
 		s.listeners = append(s.listeners, l)
@@ -82,7 +88,7 @@ func (s *Supervisor) setupListeners() error {
 				return err
 			}
 			l.adopted = true
-			if err := l.openAdopted(want, sock); err != nil {
+			if err := l.openAdopted(want, sock, steering[spec.Name], !s.opts.Handover); err != nil {
 				return err
 			}
 		} else if err := l.open(want); err != nil {
@@ -105,23 +111,62 @@ func (s *Supervisor) store(l *listener) {
 	if sock == nil {
 		sock = l.next
 	}
-	if ok, err := handoff.StoreFD(l.spec.Name, sock.FD()); err != nil {
-		s.log.Warn("listener not stored in the service manager's fd store", "listener", l.spec.Name, "err", err)
-	} else if ok {
-		s.log.Info("listener stored in the service manager's fd store", "listener", l.spec.Name)
+	fds := []handoff.Inherited{{FD: sock.FD(), Name: l.spec.Name}}
+	if l.steer != nil {
+		// The program and map too: a restarted baton takes them over and
+		// steers the same group with the same map.
+		fds = append(fds, handoff.Inherited{FD: l.steer.ProgramFD(), Name: progFDName(l.spec.Name)},
+			handoff.Inherited{FD: l.steer.MapFD(), Name: mapFDName(l.spec.Name)})
 	}
+	for _, f := range fds {
+		if ok, err := handoff.StoreFD(f.Name, f.FD); err != nil {
+			s.log.Warn("not stored in the service manager's fd store", "listener", l.spec.Name, "fd_name", f.Name, "err", err)
+			return
+		} else if !ok {
+			return
+		}
+	}
+	s.log.Info("listener stored in the service manager's fd store", "listener", l.spec.Name, "fds", len(fds))
 }
+
+// passedSteering is a steering program and map passed with a listener's
+// socket (by a predecessor baton, or from the fd store).
+type passedSteering struct{ prog, sockets int }
 
 // matchActivated pairs the sockets passed to baton (socket activation, or
 // the fd store after a restart) with listeners: by LISTEN_FDNAMES where any
 // name matches a listener's, else by order when the counts agree. The
 // result maps listener index to socket. A passed socket that matches no
-// listener is closed and logged.
-func (s *Supervisor) matchActivated() (map[int]handoff.Inherited, error) {
-	passed := s.opts.Activated
+// listener is closed and logged. Steering programs and maps passed along
+// are returned by listener name.
+func (s *Supervisor) matchActivated() (map[int]handoff.Inherited, map[string]passedSteering, error) {
 	out := map[int]handoff.Inherited{}
+	steering := map[string]passedSteering{}
+	var passed []handoff.Inherited
+	progs, maps := map[string]int{}, map[string]int{}
+	for _, in := range s.opts.Activated {
+		switch {
+		case strings.HasPrefix(in.Name, progFDName("")):
+			progs[strings.TrimPrefix(in.Name, progFDName(""))] = in.FD
+		case strings.HasPrefix(in.Name, mapFDName("")):
+			maps[strings.TrimPrefix(in.Name, mapFDName(""))] = in.FD
+		default:
+			passed = append(passed, in)
+		}
+	}
+	for name, p := range progs {
+		if m, ok := maps[name]; ok {
+			steering[name] = passedSteering{prog: p, sockets: m}
+			delete(maps, name)
+			continue
+		}
+		_ = unix.Close(p) // a program without its map is of no use
+	}
+	for _, m := range maps {
+		_ = unix.Close(m) // a map without its program is of no use
+	}
 	if len(passed) == 0 {
-		return out, nil
+		return out, steering, nil
 	}
 	index := map[string]int{}
 	for i, spec := range s.base.Listeners {
@@ -143,7 +188,7 @@ func (s *Supervisor) matchActivated() (map[int]handoff.Inherited, error) {
 				continue
 			}
 			if _, dup := out[i]; dup {
-				return nil, fmt.Errorf("two sockets named %q were passed to baton; listener %q takes one", in.Name, in.Name)
+				return nil, nil, fmt.Errorf("two sockets named %q were passed to baton; listener %q takes one", in.Name, in.Name)
 			}
 			out[i] = in
 		}
@@ -157,10 +202,10 @@ func (s *Supervisor) matchActivated() (map[int]handoff.Inherited, error) {
 		for _, in := range passed {
 			names = append(names, fmt.Sprintf("%q", in.Name))
 		}
-		return nil, fmt.Errorf("%d sockets were passed to baton (names %s) and none is named after a listener; "+
+		return nil, nil, fmt.Errorf("%d sockets were passed to baton (names %s) and none is named after a listener; "+
 			"name them with FileDescriptorName= in the .socket unit, or pass one per listener in order", len(passed), strings.Join(names, ", "))
 	}
-	return out, nil
+	return out, steering, nil
 }
 
 func (l *listener) open(want string) error {
@@ -176,7 +221,7 @@ func (l *listener) open(want string) error {
 		if err != nil {
 			return err
 		}
-		reason = l.steerGroup(sock)
+		reason = l.steerGroup(sock, passedSteering{}, true)
 		if reason == nil {
 			return nil
 		}
@@ -195,7 +240,7 @@ func (l *listener) open(want string) error {
 
 // openAdopted is open for a socket passed to baton: steered where the
 // socket allows it (SO_REUSEPORT, plain TCP or UDP), else shared.
-func (l *listener) openAdopted(want string, sock *handoff.Socket) error {
+func (l *listener) openAdopted(want string, sock *handoff.Socket, passed passedSteering, route bool) error {
 	var reason error
 	switch {
 	case want == "shared":
@@ -207,7 +252,7 @@ func (l *listener) openAdopted(want string, sock *handoff.Socket) error {
 	case !l.spec.IsPacket() && !sock.PlainTCP():
 		reason = errors.New("the socket passed to baton is not plain TCP (MPTCP?)")
 	default:
-		reason = l.steerGroup(sock)
+		reason = l.steerGroup(sock, passed, route)
 		if reason == nil {
 			// A sibling proves baton may join the socket's group (same
 			// user); it gets no traffic, the program routes to sock.
@@ -230,24 +275,41 @@ func (l *listener) openAdopted(want string, sock *handoff.Socket) error {
 	return nil
 }
 
-// steerGroup loads the program, attaches it to sock's reuseport group and
-// routes the group to sock, which becomes the first generation's socket.
-// Errors that mean steering is impossible here wrap
-// handoff.ErrSteeringUnsupported.
-func (l *listener) steerGroup(sock *handoff.Socket) error {
-	st, err := handoff.NewSteering()
-	if err != nil {
-		return err
+// steerGroup loads the program and attaches it to sock's reuseport group,
+// or takes over the program and map passed along with sock (already
+// attached to its group), and, when route is set, routes the group to
+// sock, which becomes the first generation's socket. Errors that mean
+// steering is impossible here wrap handoff.ErrSteeringUnsupported.
+func (l *listener) steerGroup(sock *handoff.Socket, passed passedSteering, route bool) error {
+	var st *handoff.Steering
+	var err error
+	if passed.prog > 0 {
+		st, err = handoff.SteeringFromFDs(passed.prog, passed.sockets)
+		if err != nil {
+			return fmt.Errorf("%s: %w: %w", l.spec, handoff.ErrSteeringUnsupported, err)
+		}
+	} else {
+		if st, err = handoff.NewSteering(); err != nil {
+			return err
+		}
+		if err := st.Attach(sock.FD()); err != nil {
+			_ = st.Close()
+			return fmt.Errorf("%s: %w: %w", l.spec, handoff.ErrSteeringUnsupported, err)
+		}
 	}
-	if err := st.Attach(sock.FD()); err != nil {
-		_ = st.Close()
-		return fmt.Errorf("%s: %w: %w", l.spec, handoff.ErrSteeringUnsupported, err)
+	if !route {
+		why := "kernel steering taken over from the previous baton"
+		l.mode, l.reason, l.steer, l.next, l.bound = ModeSteered, why, st, sock, sock.Spec()
+		return nil
+	}
+	why := "kernel steering available"
+	if passed.prog > 0 {
+		why = "kernel steering, with the program and map passed along"
 	}
 	if err := st.Select(sock.FD()); err != nil {
 		_ = st.Close()
 		return fmt.Errorf("%s: %w: %w", l.spec, handoff.ErrSteeringUnsupported, err)
 	}
-	why := "kernel steering available"
 	if !st.Migrates() {
 		why += " (without select-or-migrate: kernel older than 5.14)"
 	}

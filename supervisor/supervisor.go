@@ -44,6 +44,12 @@ type Options struct {
 	// FDStore puts the sockets baton makes into its service manager's fd
 	// store (set when baton runs under systemd).
 	FDStore bool
+	// Handover: Activated comes from a predecessor baton that still serves
+	// (see handover.go). The first generation starts unrouted and is routed
+	// once ready; then OnServing is called, from the event loop. A first
+	// generation that fails ends Run with an error.
+	Handover  bool
+	OnServing func()
 }
 
 // Supervisor runs one service. Create it with New, then call Run once.
@@ -74,6 +80,7 @@ type Supervisor struct {
 	queuedWaiters    []chan<- upgradeResult
 	stopping         bool
 	exitErr          error
+	handover         []*handoff.Socket // sockets made for a successor baton
 }
 
 // New checks the options. It starts nothing.
@@ -122,8 +129,13 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		s.drainEvents(ctx)
 		return err
 	}
-	s.serving = g
-	g.state = genServing
+	if s.opts.Handover {
+		// The predecessor serves until this generation is ready.
+		s.candidate = g
+	} else {
+		s.serving = g
+		g.state = genServing
+	}
 	s.log.Info("generation started", "gen", g.id, "pid", g.proc.pid)
 
 	ctxDone := ctx.Done()
@@ -245,6 +257,7 @@ func (s *Supervisor) setup() error {
 
 // teardown closes what setup made; every generation is gone by now.
 func (s *Supervisor) teardown() {
+	s.closeHandover()
 	for _, l := range s.listeners {
 		l.close()
 	}

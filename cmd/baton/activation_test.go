@@ -150,7 +150,11 @@ func TestFDStoreRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer notify.Close()
-	stored := make(chan *os.File, 4)
+	type storedFD struct {
+		name string
+		f    *os.File
+	}
+	stored := make(chan storedFD, 8)
 	go func() { // a fake systemd: keep every fd sent with FDSTORE=1
 		buf, oob := make([]byte, 4096), make([]byte, 1024)
 		for {
@@ -164,9 +168,10 @@ func TestFDStoreRoundTrip(t *testing.T) {
 				if err != nil {
 					continue
 				}
+				_, name, _ := strings.Cut(string(buf[:n]), "FDNAME=")
 				for _, fd := range fds {
-					if strings.Contains(string(buf[:n]), "FDSTORE=1") && strings.Contains(string(buf[:n]), "FDNAME=http") {
-						stored <- os.NewFile(uintptr(fd), "stored")
+					if strings.Contains(string(buf[:n]), "FDSTORE=1") {
+						stored <- storedFD{name, os.NewFile(uintptr(fd), name)}
 					} else {
 						unix.Close(fd)
 					}
@@ -180,13 +185,18 @@ func TestFDStoreRoundTrip(t *testing.T) {
 	b1 := runBatonCmd(t, cmd)
 	addr := b1.addr(t)
 	pid := int(b1.waitLog("process ready")["pid"].(float64))
-	var sock *os.File
-	select {
-	case sock = <-stored:
-	case <-time.After(10 * time.Second):
-		t.Fatal("baton stored no socket")
+	// The listener's socket, and its steering program and map.
+	var files []*os.File
+	var names []string
+	for len(files) < 3 {
+		select {
+		case s := <-stored:
+			files, names = append(files, s.f), append(names, s.name)
+			defer s.f.Close()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("baton stored %v, want the socket, program and map", names)
+		}
 	}
-	defer sock.Close()
 
 	url := "http://" + addr
 	load := loadgen.Run(context.Background(), loadgen.Options{URL: url, Clients: 8, Timeout: 20 * time.Second})
@@ -198,10 +208,11 @@ func TestFDStoreRoundTrip(t *testing.T) {
 	// Clients keep connecting while no baton runs: they wait in the
 	// stored socket's backlog.
 	time.Sleep(200 * time.Millisecond) // a real gap, not a handshake: the restart delay of systemd
-	b2 := startWithSockets(t, cfg, []*os.File{sock}, "http", nil)
+	b2 := startWithSockets(t, cfg, files, strings.Join(names, ":"), nil)
 	ready := b2.waitLog("listener ready")
-	if ready["passed_by_manager"] != true || ready["address"] != addr {
-		t.Errorf("new baton: %v; want the stored socket", ready)
+	if ready["passed_by_manager"] != true || ready["address"] != addr ||
+		!strings.Contains(ready["why"].(string), "program and map passed along") {
+		t.Errorf("new baton: %v; want the stored socket, steered with the stored program and map", ready)
 	}
 	b2.waitLog("process ready")
 	waitSentN(t, load, load.Snapshot().Sent+100)

@@ -1,0 +1,139 @@
+//go:build linux
+
+package supervisor
+
+// A handover passes the listeners to a successor baton (a self-upgrade),
+// without closing any socket and without losing a connection:
+//
+//  1. The old baton makes, for each steered listener, a new socket in the
+//     listener's group (it gets no traffic: the program routes to the old
+//     serving generation) and hands it over with the group's program and
+//     map; a shared listener's one socket is handed over as it is.
+//  2. The new baton adopts them (Options.Handover) and starts its first
+//     generation unrouted. Once it is ready, the new baton routes the group
+//     to it in the shared map, in one update (Options.OnServing fires).
+//  3. The old baton then drains as at any promotion: its serving generation
+//     is unrouted already, its accept queue empties, it gets its stop
+//     signal, and the old baton exits.
+// If the successor fails, the old baton closes what it made for it and goes
+// on as before: nothing was routed away from it.
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/baton-sh/baton/handoff"
+)
+
+// Names of the fds that carry a listener's steering program and map (to a
+// successor, or in systemd's fd store), next to the listener's own name.
+func progFDName(listener string) string { return "baton.bpf-prog." + listener }
+func mapFDName(listener string) string  { return "baton.bpf-map." + listener }
+
+type (
+	handoverReq struct {
+		reply chan<- handoverResult
+	}
+	handoverResult struct {
+		fds []handoff.Inherited
+		err error
+	}
+	handoverDone struct {
+		ok    bool
+		reply chan<- struct{}
+	}
+)
+
+// PrepareHandover makes and returns the fds a successor baton needs, named
+// as Options.Activated expects them. The fds stay valid until
+// FinishHandover; the caller passes them on (duplicating them) and must not
+// close them.
+func (s *Supervisor) PrepareHandover(ctx context.Context) ([]handoff.Inherited, error) {
+	reply := make(chan handoverResult, 1)
+	if !s.send(handoverReq{reply: reply}) {
+		return nil, ErrStopped
+	}
+	select {
+	case r := <-reply:
+		return r.fds, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.done:
+		return nil, ErrStopped
+	}
+}
+
+// FinishHandover ends a handover. ok: the successor serves, so this
+// supervisor drains every generation and Run returns nil once they are
+// gone. !ok: the successor failed; what PrepareHandover made is closed and
+// nothing else changes.
+func (s *Supervisor) FinishHandover(ok bool) {
+	reply := make(chan struct{})
+	if s.send(handoverDone{ok: ok, reply: reply}) {
+		select {
+		case <-reply:
+		case <-s.done:
+		}
+	}
+}
+
+func (s *Supervisor) prepareHandover() handoverResult {
+	if s.stopping {
+		return handoverResult{err: fmt.Errorf("baton is stopping")}
+	}
+	if s.candidate != nil {
+		return handoverResult{err: fmt.Errorf("generation %d is being started; upgrade baton once it is decided", s.candidate.id)}
+	}
+	s.closeHandover()
+	var fds []handoff.Inherited
+	for _, l := range s.listeners {
+		if l.steer == nil {
+			fds = append(fds, handoff.Inherited{FD: l.shared.FD(), Name: l.spec.Name})
+			continue
+		}
+		sock, err := handoff.JoinGroup(l.bound)
+		if err != nil {
+			s.closeHandover()
+			return handoverResult{err: fmt.Errorf("%s: a socket for the successor: %w", l.spec, err)}
+		}
+		s.handover = append(s.handover, sock)
+		fds = append(fds,
+			handoff.Inherited{FD: sock.FD(), Name: l.spec.Name},
+			handoff.Inherited{FD: l.steer.ProgramFD(), Name: progFDName(l.spec.Name)},
+			handoff.Inherited{FD: l.steer.MapFD(), Name: mapFDName(l.spec.Name)})
+	}
+	s.log.Info("handing the listeners over to a new baton", "fds", len(fds))
+	return handoverResult{fds: fds}
+}
+
+func (s *Supervisor) finishHandover(ok bool) {
+	s.closeHandover() // the successor holds its own copies
+	if !ok {
+		s.log.Warn("the new baton did not take over; this one goes on")
+		return
+	}
+	s.log.Info("the new baton serves; draining every generation of this one")
+	for _, l := range s.listeners {
+		if l.shared != nil {
+			l.shared.KeepFile() // the successor listens on it
+		}
+	}
+	s.stopping = true
+	if s.candidate != nil {
+		s.failUpgrade(s.candidate, "baton is handing over to a new baton")
+	}
+	s.replyQueued(upgradeResult{err: fmt.Errorf("%w: baton handed over to a new baton", ErrUpgradeFailed)})
+	for _, g := range append([]*generation(nil), s.gens...) {
+		if g.state == genServing {
+			s.drain(g) // unrouted already: the successor routed the group to itself
+		}
+	}
+}
+
+// closeHandover closes the sockets made for a successor.
+func (s *Supervisor) closeHandover() {
+	for _, sock := range s.handover {
+		_ = sock.Close() // the successor, if any, has its own copy
+	}
+	s.handover = nil
+}
