@@ -137,3 +137,14 @@ func (s *Supervisor) closeHandover() {
 	}
 	s.handover = nil
 }
+
+// HandoverNames are the names under which a predecessor hands over the fds
+// for cfg's listeners: each listener's socket, and its steering program and
+// map where it is steered.
+func HandoverNames(cfg *Config) []string {
+	var names []string
+	for _, l := range cfg.Listeners {
+		names = append(names, l.Name, progFDName(l.Name), mapFDName(l.Name))
+	}
+	return names
+}

@@ -21,6 +21,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -195,7 +196,46 @@ func formatMS(ms int64) string {
 }
 
 func upgradeCmd(args []string, stdout, stderr io.Writer) error {
+	var rest []string
+	self := false
+	for _, a := range args {
+		if a == "--self" || a == "-self" {
+			self = true
+			continue
+		}
+		rest = append(rest, a)
+	}
+	if self {
+		return selfUpgradeCmd(rest, stdout, stderr)
+	}
 	return startCmd(control.CommandUpgrade, args, stdout, stderr)
+}
+
+// selfUpgradeCmd asks the running baton to replace itself with the binary
+// now at its path: it sends it SIGUSR2, having found its pid through the
+// control socket. The outcome is in baton's log (and, under systemd, in
+// MAINPID): the control socket changes hands during a self-upgrade.
+func selfUpgradeCmd(args []string, stdout, stderr io.Writer) error {
+	f, err := parseClientFlags("upgrade", args, stderr)
+	if err != nil {
+		return err
+	}
+	if f.wait {
+		return usageError{errors.New("upgrade: --self cannot --wait; follow the self-upgrade in baton's log")}
+	}
+	var resp control.Response
+	if err := ask("upgrade", f.socket, control.Request{Command: control.CommandStatus}, clientTimeout,
+		func(r control.Response) { resp = r }); err != nil {
+		return err
+	}
+	if resp.Status == nil || resp.Status.BatonPID <= 0 {
+		return usageError{errors.New("upgrade: baton did not say its pid")}
+	}
+	if err := syscall.Kill(resp.Status.BatonPID, syscall.SIGUSR2); err != nil {
+		return usageError{fmt.Errorf("upgrade: signal baton (pid %d): %w", resp.Status.BatonPID, err)}
+	}
+	fmt.Fprintf(stdout, "self-upgrade of baton (pid %d) started; its log tells the outcome\n", resp.Status.BatonPID)
+	return nil
 }
 
 func rollbackCmd(args []string, stdout, stderr io.Writer) error {

@@ -14,9 +14,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/baton-sh/baton/control"
+	"github.com/cloudflare/tableflip"
+
 	"github.com/baton-sh/baton/handoff"
-	"github.com/baton-sh/baton/metrics"
 	"github.com/baton-sh/baton/supervisor"
 )
 
@@ -28,6 +28,7 @@ const usage = `usage:
   baton check -c FILE                          validate FILE, start nothing
   baton status [--json]                        the listeners and generations
   baton upgrade [--wait] [--timeout D]         start the next generation (as SIGHUP)
+  baton upgrade --self                         replace baton itself with the binary now at its path (as SIGUSR2)
   baton rollback [--wait] [--timeout D]        go back to the previous generation's config
   baton stop                                   drain every generation and exit (as SIGTERM)
   baton version                                print the version
@@ -36,7 +37,8 @@ status, upgrade, rollback and stop reach a running baton through its control
 socket: give -c FILE (the socket named by the config) or --socket PATH.
 
 Signals to "baton run": SIGHUP upgrades (re-reads FILE, starts the next
-generation alongside the serving one); SIGTERM or SIGINT drains and exits.
+generation alongside the serving one); SIGUSR2 upgrades baton itself;
+SIGTERM or SIGINT drains and exits.
 
 Exit status: 0 success; 1 the service could not be kept running, or an
 upgrade or rollback waited for with --wait failed; 2 usage, config or
@@ -160,51 +162,62 @@ func runCmd(args []string, stderr io.Writer) error {
 		return err
 	}
 
+	// A baton started by a self-upgrade inherits the listeners from its
+	// predecessor, which serves until this one's first generation is ready.
+	upg, err := tableflip.New(tableflip.Options{PIDFile: pidFilePath(cfg), UpgradeTimeout: upgradeTimeout(cfg)})
+	if err != nil {
+		return fmt.Errorf("self-upgrade support: %w", err)
+	}
+	defer upg.Stop()
+	handover := upg.HasParent()
+	if handover {
+		if activated, err = inherited(upg, cfg); err != nil {
+			return err
+		}
+	}
+
 	sup, err := supervisor.New(supervisor.Options{
 		ConfigPath: f.config, Config: cfg, Logger: log,
 		Activated: activated,
 		// Under systemd, the sockets baton makes go into its fd store, so
 		// that they outlive a crash or restart of baton.
-		FDStore: os.Getenv("NOTIFY_SOCKET") != "",
+		FDStore:  os.Getenv("NOTIFY_SOCKET") != "",
+		Handover: handover,
+		OnServing: func() {
+			go func() { // tells the predecessor, which then drains and exits
+				if err := upg.Ready(); err != nil {
+					log.Error("cannot tell the previous baton that this one serves", "err", err)
+				}
+			}()
+		},
 	})
 	if err != nil {
 		return err
 	}
 	// Subscribed here, before the supervisor runs, so that no event is missed.
 	sdNotify := newSystemdNotifier(sup, log)
+	ends := newEndpoints(cfg, sup, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go sdNotify.Run(ctx)
+	go ends.runMetrics(ctx)
 
 	// The control socket comes first: a second baton for the same service
-	// fails here, before it binds or starts anything.
-	ctrl, err := control.Listen(control.ServerOptions{Path: cfg.Control.Socket, GID: cfg.Control.GID, Logger: log})
-	if err != nil {
+	// fails here, before it binds or starts anything. (During a
+	// self-upgrade, the predecessor has let it go.)
+	if err := ends.start(); err != nil {
 		return err
 	}
-	defer ctrl.Close()
-	go func() {
-		if err := ctrl.Serve(sup); err != nil {
-			log.Error("control socket failed; baton goes on without it", "err", err)
+	defer ends.stop()
+	if !handover {
+		if err := upg.Ready(); err != nil { // writes the pid file
+			return fmt.Errorf("self-upgrade support: %w", err)
 		}
-	}()
-
-	// Metrics are optional, but an operator who asked for them and cannot
-	// have them should know at once: baton stops.
-	metricsErr := make(chan error, 1)
-	if cfg.Metrics.Address != "" {
-		m := metrics.New(sup)
-		go m.Run(ctx)
-		go func() {
-			if err := metrics.Serve(ctx, cfg.Metrics.Address, m, log); err != nil {
-				metricsErr <- err
-				sup.Stop()
-			}
-		}()
 	}
+	self := &selfUpgrader{upg: upg, sup: sup, endpoints: ends, pidFile: pidFilePath(cfg), log: log}
 
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 	go func() {
 		for {
@@ -212,10 +225,18 @@ func runCmd(args []string, stderr io.Writer) error {
 			case <-ctx.Done():
 				return
 			case sig := <-sigs:
-				if sig == syscall.SIGHUP {
+				switch sig {
+				case syscall.SIGHUP:
 					log.Info("SIGHUP: upgrade requested")
 					sdNotify.Reloading(sup.RequestUpgrade)
-				} else {
+				case syscall.SIGUSR2:
+					log.Info("SIGUSR2: self-upgrade requested")
+					go func() {
+						if err := self.run(ctx); err != nil {
+							log.Error("self-upgrade", "err", err)
+						}
+					}()
+				default:
 					log.Info("signal received; stopping", "signal", sig.String())
 					sdNotify.Stopping()
 					sup.Stop()
@@ -224,14 +245,14 @@ func runCmd(args []string, stderr io.Writer) error {
 		}
 	}()
 	log.Info("baton starting", "version", version, "config", f.config, "pid", os.Getpid(),
-		"control", cfg.Control.Socket)
+		"control", cfg.Control.Socket, "self_upgrade", handover)
 	err = sup.Run(ctx)
 	sdNotify.Stopping() // however it stopped: `baton stop`, a crash loop, a failed start
 	if err != nil {
 		return err
 	}
 	select {
-	case err := <-metricsErr:
+	case err := <-ends.failed:
 		return err
 	default:
 	}
