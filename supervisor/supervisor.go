@@ -163,25 +163,18 @@ func (s *Supervisor) drainEvents(ctx context.Context) {
 // progress) and waits until it is decided. It returns the promoted
 // generation's id, or an error wrapping ErrUpgradeFailed that says why.
 func (s *Supervisor) Upgrade(ctx context.Context) (int, error) {
-	reply := make(chan upgradeResult, 1)
-	if !s.send(upgradeReq{reply: reply}) {
-		return 0, ErrStopped
-	}
-	select {
-	case r := <-reply:
-		return r.gen, r.err
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	case <-s.done:
-		return 0, ErrStopped
-	}
+	return s.upgrade(ctx, false)
 }
 
 // Rollback starts a generation from the config of the generation the
 // serving one replaced, as an upgrade does, and waits until it is decided.
 func (s *Supervisor) Rollback(ctx context.Context) (int, error) {
+	return s.upgrade(ctx, true)
+}
+
+func (s *Supervisor) upgrade(ctx context.Context, rollback bool) (int, error) {
 	reply := make(chan upgradeResult, 1)
-	if !s.send(upgradeReq{reply: reply, rollback: true}) {
+	if !s.send(upgradeReq{reply: reply, rollback: rollback}) {
 		return 0, ErrStopped
 	}
 	select {
