@@ -5,7 +5,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/baton-sh/baton/internal/loadgen"
+	"golang.org/x/sys/unix"
 )
 
 // pidOfBody is P in "hello from generation G pid P (version V)".
@@ -35,7 +38,37 @@ func pidOfBody(body string) int {
 func TestSelfUpgradeUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeHelloConfig(t, dir, "1", "")
-	b := startBaton(t, cfg)
+	// A fake systemd, to hear MAINPID= with the new baton's pid.
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	mainpid := make(chan string, 1)
+	go func() {
+		buf, oob := make([]byte, 4096), make([]byte, 1024)
+		for {
+			n, oobn, _, _, err := notify.ReadMsgUnix(buf, oob)
+			if err != nil {
+				return
+			}
+			if msgs, _ := unix.ParseSocketControlMessage(oob[:oobn]); len(msgs) > 0 {
+				for _, m := range msgs {
+					if fds, err := unix.ParseUnixRights(&m); err == nil {
+						for _, fd := range fds {
+							unix.Close(fd) // fd store entries: not what this test is about
+						}
+					}
+				}
+			}
+			if v, ok := strings.CutPrefix(string(buf[:n]), "MAINPID="); ok {
+				mainpid <- v
+			}
+		}
+	}()
+	cmd := exec.Command(batonBin, "run", "-c", cfg, "--log-format", "json")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+filepath.Join(dir, "notify"))
+	b := runBatonCmd(t, cmd)
 	addr := b.addr(t)
 	oldChild := int(b.waitLog("process ready")["pid"].(float64))
 	url := "http://" + addr
@@ -63,6 +96,14 @@ func TestSelfUpgradeUnderLoad(t *testing.T) {
 		syscall.Kill(newBaton, syscall.SIGTERM)
 		waitGone(t, newBaton)
 	}()
+	select {
+	case v := <-mainpid:
+		if v != strconv.Itoa(newBaton) {
+			t.Errorf("MAINPID=%s, want the new baton's pid %d", v, newBaton)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no MAINPID= sent to systemd")
+	}
 	waitSentN(t, load, load.Snapshot().Sent+100)
 	res := load.Stop()
 	if res.Failed != 0 {
