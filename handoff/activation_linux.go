@@ -96,6 +96,12 @@ func Adopt(in Inherited, spec ListenerSpec) (*Socket, error) {
 	}
 	s := &Socket{spec: spec, fd: in.FD}
 	s.spec.Address = bound
+	// Sockets baton adds to this one's group must have its family and
+	// IPV6_V6ONLY, or they form a group of their own: "tcp" with
+	// "0.0.0.0:80" would be a dual-stack IPv6 socket.
+	if !spec.IsUnix() {
+		s.spec.Network = ipNetwork(in.FD, sa, spec.IsPacket())
+	}
 	return s, nil
 }
 
@@ -111,6 +117,22 @@ func (s *Socket) ReusePort() bool {
 func (s *Socket) PlainTCP() bool {
 	p, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
 	return err == nil && p == unix.IPPROTO_TCP
+}
+
+// ipNetwork is the Go network name that makes sockets like fd: "tcp4" for
+// IPv4, "tcp6" for IPv6 only, "tcp" for dual-stack IPv6 (udp likewise).
+func ipNetwork(fd int, sa unix.Sockaddr, packet bool) string {
+	base := "tcp"
+	if packet {
+		base = "udp"
+	}
+	if _, ok := sa.(*unix.SockaddrInet4); ok {
+		return base + "4"
+	}
+	if only, err := unix.GetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY); err == nil && only == 1 {
+		return base + "6"
+	}
+	return base
 }
 
 func sockType(t int) string {

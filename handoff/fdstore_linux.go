@@ -15,7 +15,10 @@ import (
 // baton runs without a manager (no NOTIFY_SOCKET). systemd keeps fds only
 // where FileDescriptorStoreMax= allows; it ignores the rest and says so in
 // its own log.
-func StoreFD(name string, fd int) (bool, error) {
+//
+// poll false sends FDPOLL=0: systemd then does not watch the fd for errors,
+// which it must not for a BPF map (it polls as EPOLLERR at once).
+func StoreFD(name string, fd int, poll bool) (bool, error) {
 	addr := os.Getenv("NOTIFY_SOCKET")
 	if addr == "" {
 		return false, nil
@@ -29,6 +32,9 @@ func StoreFD(name string, fd int) (bool, error) {
 	}
 	defer conn.Close()
 	msg := fmt.Sprintf("FDSTORE=1\nFDNAME=%s", name)
+	if !poll {
+		msg += "\nFDPOLL=0"
+	}
 	to := &net.UnixAddr{Name: addr, Net: "unixgram"}
 	if _, _, err := conn.WriteMsgUnix([]byte(msg), unix.UnixRights(fd), to); err != nil {
 		return false, fmt.Errorf("fd store: send %q: %w", name, err)

@@ -19,6 +19,9 @@ import (
 type Socket struct {
 	spec ListenerSpec // spec.Address is the bound address (actual port when 0 was asked)
 	fd   int
+	// shutdownOnClose: Close stops the socket listening for every holder,
+	// not only closes baton's fd (see ShutdownOnClose).
+	shutdownOnClose bool
 	// For unix sockets created by baton: the socket file's identity, so that
 	// Close removes our file and never one that replaced it.
 	unixDev, unixIno uint64
@@ -69,6 +72,9 @@ func (s *Socket) Close() error {
 	if s.fd < 0 {
 		return nil
 	}
+	if s.shutdownOnClose {
+		_ = unix.Shutdown(s.fd, unix.SHUT_RDWR) // ENOTCONN for a socket that is not listening: nothing to stop
+	}
 	err := unix.Close(s.fd)
 	s.fd = -1
 	if s.spec.IsUnix() && s.unixIno != 0 {
@@ -82,6 +88,13 @@ func (s *Socket) Close() error {
 	}
 	return nil
 }
+
+// ShutdownOnClose makes Close shut the socket down first (shutdown(2)), so
+// that it stops listening for every process that still holds a copy,
+// instead of staying in its SO_REUSEPORT group with nobody accepting. For a
+// socket whose other holders are leftovers, never a service manager that
+// still needs it.
+func (s *Socket) ShutdownOnClose() { s.shutdownOnClose = true }
 
 // KeepFile makes Close leave a unix socket's file in place: the socket was
 // handed to a successor that goes on listening on it.

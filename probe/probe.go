@@ -19,6 +19,9 @@ type Exec struct {
 	Dir      string        // working directory
 	Env      []string      // complete environment
 	Interval time.Duration // pause between tries
+	// Credential, if set, is who the check runs as: the service's user,
+	// so that a check script the service may write is no way to root.
+	Credential *syscall.Credential
 }
 
 // Wait runs the command every Interval until it succeeds (nil) or ctx ends
@@ -48,7 +51,7 @@ func (e Exec) try(ctx context.Context) error {
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: e.Credential}
 	cmd.Cancel = func() error {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}

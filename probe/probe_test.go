@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -67,5 +68,19 @@ func TestDelay(t *testing.T) {
 	cancel()
 	if err := Delay(ctx, time.Hour); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled delay: %v", err)
+	}
+}
+
+// TestExecRunsAsTheGivenUser: with a credential, the check runs as that
+// user, not as baton.
+func TestExecRunsAsTheGivenUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch users")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	if err := (Exec{Command: []string{"/bin/sh", "-c", `test "$(id -u)" = 65534`}, Interval: time.Second, Credential: nobody}).Wait(ctx); err != nil {
+		t.Errorf("check as nobody: %v", err)
 	}
 }

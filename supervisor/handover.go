@@ -22,6 +22,8 @@ import (
 	"context"
 	"fmt"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/baton-sh/baton/handoff"
 )
 
@@ -107,11 +109,23 @@ func (s *Supervisor) prepareHandover() handoverResult {
 }
 
 func (s *Supervisor) finishHandover(ok bool) {
-	s.closeHandover() // the successor holds its own copies
 	if !ok {
+		// The successor may have routed the group to its socket before it
+		// failed: route back, and stop the sockets made for it from
+		// listening for every holder (tableflip keeps a copy of them).
+		for _, sock := range s.handover {
+			_ = unix.Shutdown(sock.FD(), unix.SHUT_RDWR) // its queue is empty or migrates: it is unrouted
+		}
+		s.closeHandover()
+		if s.serving != nil {
+			if err := s.route(s.serving, nil); err != nil {
+				s.log.Error("cannot route back to the serving generation", "gen", s.serving.id, "err", err)
+			}
+		}
 		s.log.Warn("the new baton did not take over; this one goes on")
 		return
 	}
+	s.closeHandover() // the successor holds its own copies
 	s.log.Info("the new baton serves; draining every generation of this one")
 	for _, l := range s.listeners {
 		if l.shared != nil {

@@ -117,6 +117,10 @@ func (s *Supervisor) startUpgrade(reply chan<- upgradeResult) {
 		fail(errors.New("baton is stopping"))
 		return
 	}
+	if s.handover != nil {
+		fail(errors.New("baton is handing over to a new baton; upgrade that one"))
+		return
+	}
 	if s.candidate != nil {
 		if !s.queued {
 			s.log.Info("upgrade in progress; another upgrade will follow it", "candidate", s.candidate.id)
@@ -162,6 +166,8 @@ func (s *Supervisor) startRollback(reply chan<- upgradeResult) {
 	switch {
 	case s.stopping:
 		fail(errors.New("baton is stopping"))
+	case s.handover != nil:
+		fail(errors.New("baton is handing over to a new baton; roll back with that one"))
 	case s.candidate != nil:
 		fail(fmt.Errorf("generation %d is being started; roll back once it is decided", s.candidate.id))
 	case s.previous == nil:
@@ -231,10 +237,11 @@ func (s *Supervisor) startReadiness(p *process, env []string) {
 		switch rc.Check {
 		case "exec":
 			err = probe.Exec{
-				Command:  rc.Command,
-				Dir:      p.gen.cfg.Service.Directory,
-				Env:      checkEnv(env, p.pid),
-				Interval: rc.Interval,
+				Command:    rc.Command,
+				Dir:        p.gen.cfg.Service.Directory,
+				Env:        checkEnv(env, p.pid),
+				Interval:   rc.Interval,
+				Credential: credential(p.gen.cfg.Service.Credentials),
 			}.Wait(ctx)
 		case "delay":
 			err = probe.Delay(ctx, rc.Delay)

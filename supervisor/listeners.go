@@ -91,6 +91,12 @@ func (s *Supervisor) setupListeners() error {
 			if err := l.openAdopted(want, sock, steering[spec.Name], !s.opts.Handover); err != nil {
 				return err
 			}
+			if s.opts.Handover && l.steer != nil {
+				// A generation's own socket, held besides by tableflip's
+				// leftover copy only: when the generation retires, it
+				// stops listening for both.
+				sock.ShutdownOnClose()
+			}
 		} else if err := l.open(want); err != nil {
 			return err
 		}
@@ -118,8 +124,10 @@ func (s *Supervisor) store(l *listener) {
 		fds = append(fds, handoff.Inherited{FD: l.steer.ProgramFD(), Name: progFDName(l.spec.Name)},
 			handoff.Inherited{FD: l.steer.MapFD(), Name: mapFDName(l.spec.Name)})
 	}
-	for _, f := range fds {
-		if ok, err := handoff.StoreFD(f.Name, f.FD); err != nil {
+	for i, f := range fds {
+		// systemd drops a stored fd that polls as broken, and a BPF map
+		// polls as EPOLLERR: the program and map are stored unpolled.
+		if ok, err := handoff.StoreFD(f.Name, f.FD, i == 0); err != nil {
 			s.log.Warn("not stored in the service manager's fd store", "listener", l.spec.Name, "fd_name", f.Name, "err", err)
 			return
 		} else if !ok {
@@ -270,6 +278,11 @@ func (l *listener) openAdopted(want string, sock *handoff.Socket, passed passedS
 	}
 	if want == "bpf" {
 		return fmt.Errorf("%s: [upgrade] steering = \"bpf\" but kernel steering is not possible: %w", l.spec, reason)
+	}
+	if passed.prog > 0 && !route {
+		// Handed over by a baton that steers this listener: the socket is
+		// unrouted and would stay so in shared mode.
+		return fmt.Errorf("%s: the previous baton steers this listener, and this one cannot: %w", l.spec, reason)
 	}
 	l.mode, l.reason, l.shared, l.bound = ModeShared, reason.Error(), sock, sock.Spec()
 	return nil

@@ -151,8 +151,8 @@ func TestFDStoreRoundTrip(t *testing.T) {
 	}
 	defer notify.Close()
 	type storedFD struct {
-		name string
-		f    *os.File
+		name, msg string
+		f         *os.File
 	}
 	stored := make(chan storedFD, 8)
 	go func() { // a fake systemd: keep every fd sent with FDSTORE=1
@@ -169,9 +169,10 @@ func TestFDStoreRoundTrip(t *testing.T) {
 					continue
 				}
 				_, name, _ := strings.Cut(string(buf[:n]), "FDNAME=")
+				name, _, _ = strings.Cut(name, "\n")
 				for _, fd := range fds {
 					if strings.Contains(string(buf[:n]), "FDSTORE=1") {
-						stored <- storedFD{name, os.NewFile(uintptr(fd), name)}
+						stored <- storedFD{name, string(buf[:n]), os.NewFile(uintptr(fd), name)}
 					} else {
 						unix.Close(fd)
 					}
@@ -193,6 +194,10 @@ func TestFDStoreRoundTrip(t *testing.T) {
 		case s := <-stored:
 			files, names = append(files, s.f), append(names, s.name)
 			defer s.f.Close()
+			// systemd must not poll a BPF map: it polls as broken.
+			if strings.Contains(s.name, "bpf") != strings.Contains(s.msg, "FDPOLL=0") {
+				t.Errorf("stored %q with %q; want FDPOLL=0 exactly for the program and map", s.name, s.msg)
+			}
 		case <-time.After(10 * time.Second):
 			t.Fatalf("baton stored %v, want the socket, program and map", names)
 		}

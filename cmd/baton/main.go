@@ -176,7 +176,8 @@ func runCmd(args []string, stderr io.Writer) error {
 		}
 	}
 
-	sup, err := supervisor.New(supervisor.Options{
+	var sup *supervisor.Supervisor // OnServing needs it; it runs only once sup exists
+	sup, err = supervisor.New(supervisor.Options{
 		ConfigPath: f.config, Config: cfg, Logger: log,
 		Activated: activated,
 		// Under systemd, the sockets baton makes go into its fd store, so
@@ -186,7 +187,10 @@ func runCmd(args []string, stderr io.Writer) error {
 		OnServing: func() {
 			go func() { // tells the predecessor, which then drains and exits
 				if err := upg.Ready(); err != nil {
-					log.Error("cannot tell the previous baton that this one serves", "err", err)
+					// The predecessor will give up on this baton and
+					// route back to itself: this one must not stay.
+					log.Error("cannot tell the previous baton that this one serves; stopping", "err", err)
+					sup.Stop()
 				}
 			}()
 		},

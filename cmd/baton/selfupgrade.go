@@ -42,10 +42,13 @@ func pidFilePath(cfg *supervisor.Config) string {
 	return strings.TrimSuffix(cfg.Control.Socket, ".sock") + ".pid"
 }
 
-// upgradeTimeout bounds a self-upgrade: the new baton's first generation
-// has its readiness timeout, plus time for baton itself.
+// upgradeTimeout bounds a self-upgrade. The new baton reads the config
+// anew and bounds its first generation by its own readiness timeout, which
+// may be longer than this one's: the bound is generous. A new baton that is
+// killed for being late leaves this one serving (FinishHandover(false)
+// routes back).
 func upgradeTimeout(cfg *supervisor.Config) time.Duration {
-	return cfg.Readiness.Timeout + 30*time.Second
+	return 2*cfg.Readiness.Timeout + 5*time.Minute
 }
 
 // inherited takes what a predecessor baton handed over, by the names the
@@ -108,6 +111,9 @@ func (u *selfUpgrader) run(ctx context.Context) error {
 	}
 	// The new baton makes its own control socket and metrics listener.
 	u.endpoints.stop()
+	// systemd's watchdog is for the main process, which the new baton is
+	// about to become: it must not see this baton's pid as WATCHDOG_PID.
+	_ = os.Unsetenv("WATCHDOG_PID") // cannot fail for a valid name
 	u.log.Info("self-upgrade: starting the new baton", "executable", selfPath())
 	if err := u.upg.Upgrade(); err != nil {
 		u.sup.FinishHandover(false)
