@@ -149,3 +149,32 @@ func TestSelfUpgradeFailureKeepsOld(t *testing.T) {
 		t.Errorf("control socket not back: exit %d\n%s", code, out)
 	}
 }
+
+// TestSelfUpgradeFailingAfterRouting: a new baton that routed the group to
+// itself and then failed (here: it cannot write its pid file, so it cannot
+// tell the old baton it serves) leaves the old baton serving again: the
+// old one routes back to its own generation.
+func TestSelfUpgradeFailingAfterRouting(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeHelloConfig(t, dir, "1", "")
+	b := startBaton(t, cfg)
+	addr := b.addr(t)
+	child := int(b.waitLog("process ready")["pid"].(float64))
+	// The old baton wrote its pid file at start; a directory in its place
+	// makes the new baton's write fail after it has routed to itself.
+	os.Remove(filepath.Join(dir, "control.pid"))
+	if err := os.Mkdir(filepath.Join(dir, "control.pid"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b.cmd.Process.Signal(syscall.SIGUSR2)
+	failed := b.waitLog("self-upgrade")
+	if !strings.Contains(fmt.Sprint(failed["err"]), "this baton goes on") {
+		t.Fatalf("log: %v", failed)
+	}
+	for i := 0; i < 50; i++ {
+		body, err := loadgen.WaitFor(context.Background(), "http://"+addr, func(string) bool { return true }, 5*time.Second)
+		if err != nil || pidOfBody(body) != child {
+			t.Fatalf("request %d after the failed self-upgrade: %q, %v; want the old generation (pid %d)", i, body, err, child)
+		}
+	}
+}
