@@ -117,9 +117,7 @@ func (u *selfUpgrader) run(ctx context.Context) error {
 	u.log.Info("self-upgrade: starting the new baton", "executable", selfPath())
 	if err := u.upg.Upgrade(); err != nil {
 		u.sup.FinishHandover(false)
-		if serr := u.endpoints.start(); serr != nil {
-			u.log.Error("control socket could not be made again", "err", serr)
-		}
+		u.restartEndpoints()
 		return fmt.Errorf("self-upgrade failed, this baton goes on: %w", err)
 	}
 	pid := u.newPID()
@@ -131,6 +129,20 @@ func (u *selfUpgrader) run(ctx context.Context) error {
 	}
 	u.sup.FinishHandover(true)
 	return nil
+}
+
+// restartEndpoints makes the control socket and metrics listener again
+// after a failed self-upgrade. A new baton that was killed may not have
+// let them go yet: a few tries, a moment apart.
+func (u *selfUpgrader) restartEndpoints() {
+	var err error
+	for try := 0; try < 20; try++ {
+		if err = u.endpoints.start(); err == nil {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	u.log.Error("control socket could not be made again; baton serves on without it", "err", err)
 }
 
 // newPID is the new baton's pid, from the pid file it wrote when ready.
