@@ -102,8 +102,10 @@ func TestCLIEndToEnd(t *testing.T) {
 	if code := b.wait(); code != 0 {
 		t.Errorf("baton exited %d after stop, want 0", code)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "control.sock")); !os.IsNotExist(err) {
-		t.Errorf("control socket left behind: %v", err)
+	for _, f := range []string{"control.sock", "control.pid"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); !os.IsNotExist(err) {
+			t.Errorf("%s left behind: %v", f, err)
+		}
 	}
 	// Nothing to talk to any more: exit 2.
 	if out, code = runBaton(t, "status", "-c", cfg); code != 2 {

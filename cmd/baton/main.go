@@ -252,6 +252,7 @@ func runCmd(args []string, stderr io.Writer) error {
 		"control", cfg.Control.Socket, "self_upgrade", handover)
 	err = sup.Run(ctx)
 	sdNotify.Stopping() // however it stopped: `baton stop`, a crash loop, a failed start
+	removeOwnPIDFile(pidFilePath(cfg))
 	if err != nil {
 		return err
 	}

@@ -145,6 +145,14 @@ func (u *selfUpgrader) restartEndpoints() {
 	u.log.Error("control socket could not be made again; baton serves on without it", "err", err)
 }
 
+// removeOwnPIDFile removes the pid file when it still names this baton (a
+// successor writes its own).
+func removeOwnPIDFile(path string) {
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		_ = os.Remove(path) // best effort: a stale pid file misleads no one who checks the pid
+	}
+}
+
 // newPID is the new baton's pid, from the pid file it wrote when ready.
 func (u *selfUpgrader) newPID() int {
 	b, err := os.ReadFile(u.pidFile)
