@@ -5,7 +5,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # Short fuzz runs inside `make test`; raise for a real fuzzing session.
 FUZZTIME ?= 10s
 
-.PHONY: all build demo test unit fuzz bench vet clean
+.PHONY: all build demo test unit fuzz bench bench-quick bench-go vet clean
 
 all: build
 
@@ -41,8 +41,26 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./supervisor/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./control/
 
-# Benchmarks: e.g. upgrades under load in shared mode against kernel-steered mode.
-bench:
+bin/batonbench: FORCE
+	$(GO) build -o $@ ./bench
+
+# Benchmarks (bench/): upgrades under load for baton kernel-steered, baton
+# shared and a plain stop-then-start, side by side; prints a table and writes
+# BENCHMARKS.md. Then the Go benchmark of the supervisor (`make bench-go`).
+# `make bench-quick` runs 5 upgrades per mode and only prints (well under
+# two minutes), so that BENCHMARKS.md keeps the figures of a full run.
+BENCH_UPGRADES ?= 20
+BENCH_OUT      ?= BENCHMARKS.md
+
+bench: build bin/batonbench
+	./bin/batonbench -baton bin/baton -hello bin/hello -upgrades $(BENCH_UPGRADES) -out '$(BENCH_OUT)'
+	$(MAKE) bench-go
+
+bench-quick: build bin/batonbench
+	./bin/batonbench -baton bin/baton -hello bin/hello -upgrades 5 -interval 500ms -settle 500ms -out ''
+
+# Upgrades under load in shared mode against kernel-steered mode, as a Go benchmark.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./supervisor/
 
 clean:

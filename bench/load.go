@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/baton-sh/baton/internal/loadgen"
+)
+
+// This is loadgen's client loop (same clients, same mix, same counting:
+// every request started is counted once, as a success or a failure) with
+// one addition loadgen does not have: the latency of every successful
+// request. It lives here rather than in loadgen so that the load the tests
+// and the demo share stays as it is.
+
+const (
+	requestTimeout = 10 * time.Second      // per request, connecting and reading the body included
+	failurePause   = 10 * time.Millisecond // after a failure, as loadgen: a dead server costs failures per second, not a busy loop
+	maxBody        = 64 << 10              // as much of a body as is read
+)
+
+// loadOptions describes a load: see loadgen.Options.
+type loadOptions struct {
+	URL       string
+	Clients   int // even-numbered clients open a fresh connection per request, odd ones keep one alive
+	SlowEvery int // every Nth request of a client goes to /slow?ms=SlowMS
+	SlowMS    int
+}
+
+// loadResult is loadgen.Result plus the latencies of successful requests,
+// fast (/) and slow (/slow) apart, each sorted.
+type loadResult struct {
+	loadgen.Result
+	Fast, Slow []time.Duration
+}
+
+// client is one client's own tally; only its goroutine touches it until
+// the load has stopped.
+type client struct {
+	sent, failed int64
+	errors       map[string]int64
+	gens         map[string]int64
+	fast, slow   []time.Duration
+}
+
+type load struct {
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	clients    []*client
+	transports []*http.Transport
+}
+
+func startLoad(ctx context.Context, o loadOptions) *load {
+	base := strings.TrimSuffix(o.URL, "/")
+	root, slow := base+"/", fmt.Sprintf("%s/slow?ms=%d", base, o.SlowMS)
+	ctx, cancel := context.WithCancel(ctx)
+	l := &load{cancel: cancel}
+	for i := range o.Clients {
+		tr := &http.Transport{Proxy: nil, DisableKeepAlives: i%2 == 0, MaxIdleConnsPerHost: 1}
+		c := &client{errors: map[string]int64{}, gens: map[string]int64{}}
+		l.transports = append(l.transports, tr)
+		l.clients = append(l.clients, c)
+		hc := &http.Client{Transport: tr}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for n := 1; ctx.Err() == nil; n++ {
+				url, isSlow := root, o.SlowEvery > 0 && n%o.SlowEvery == 0
+				if isSlow {
+					url = slow
+				}
+				// A request outlives the load's context: stopping must not
+				// turn requests in flight into failures.
+				rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
+				t0 := time.Now()
+				body, err := fetch(rctx, hc, url)
+				d := time.Since(t0)
+				rcancel()
+				if err == nil && !strings.HasPrefix(body, "hello") {
+					err = fmt.Errorf("body %q", body[:min(len(body), 20)])
+				}
+				c.sent++
+				if err != nil {
+					c.failed++
+					c.errors[reason(err)]++
+					select {
+					case <-ctx.Done():
+					case <-time.After(failurePause):
+					}
+					continue
+				}
+				c.gens[loadgen.Generation(body)]++
+				if isSlow {
+					c.slow = append(c.slow, d)
+				} else {
+					c.fast = append(c.fast, d)
+				}
+			}
+		}()
+	}
+	return l
+}
+
+// stop stops sending, waits for the requests in flight (each bounded by
+// requestTimeout) and returns the totals.
+func (l *load) stop() loadResult {
+	l.cancel()
+	l.wg.Wait()
+	for _, tr := range l.transports {
+		tr.CloseIdleConnections()
+	}
+	r := loadResult{Result: loadgen.Result{Errors: map[string]int64{}, Generations: map[string]int64{}}}
+	for _, c := range l.clients {
+		r.Sent += c.sent
+		r.Failed += c.failed
+		for k, v := range c.errors {
+			r.Errors[k] += v
+		}
+		for k, v := range c.gens {
+			r.Generations[k] += v
+		}
+		r.Fast = append(r.Fast, c.fast...)
+		r.Slow = append(r.Slow, c.slow...)
+	}
+	slices.Sort(r.Fast)
+	slices.Sort(r.Slow)
+	return r
+}
+
+func fetch(ctx context.Context, hc *http.Client, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return "", fmt.Errorf("read body: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return string(body), nil
+}
+
+// reason names a failure briefly (a handful of keys however many fail).
+func reason(err error) string {
+	var (
+		timeout interface{ Timeout() bool }
+		errno   syscall.Errno
+		op      *net.OpError
+	)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &timeout) && timeout.Timeout():
+		return "timeout"
+	case errors.As(err, &errno):
+		if errors.As(err, &op) {
+			return op.Op + ": " + errno.Error()
+		}
+		return errno.Error()
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected EOF"
+	case errors.Is(err, io.EOF):
+		return "EOF"
+	}
+	s := err.Error()
+	if strings.HasPrefix(s, "status ") || strings.HasPrefix(s, "body ") {
+		return s
+	}
+	return s[:min(len(s), 80)]
+}
+
+// quantile returns the q-quantile of sorted (nearest rank), 0 if empty.
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(sorted))+0.5) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}

@@ -1,0 +1,228 @@
+// Command bench is what `make bench` runs: it measures, side by side in one
+// run on loopback, what clients see while a service is upgraded N times
+// under sustained load, for
+//
+//   - baton with kernel steering (the real bin/baton running examples/hello),
+//   - baton in shared mode (every generation accepts on one socket, as
+//     tableflip, einhorn and socketmaster do),
+//   - a plain stop-then-start of the same hello binary (`systemctl restart`
+//     of a service that binds its own port).
+//
+// For each it counts requests sent and failed and the latency of the
+// successful ones, prints a table and writes BENCHMARKS.md.
+//
+// Every wait is bounded, and every process it starts runs in a process
+// group of its own that is gone when it returns.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the parameters of a run; the report prints them.
+type options struct {
+	baton, hello, out string
+	upgrades, clients int
+	slowEvery, slowMS int
+	interval, settle  time.Duration
+	modes             []string
+}
+
+// target is one way of running and upgrading hello.
+type target interface {
+	start() (addr string, err error) // generation 1 serving
+	upgrade() error                  // the next generation serving
+	stop() error                     // nothing left running
+	log() string                     // for errors: what the target said, if anything
+}
+
+// modeResult is one row of the table.
+type modeResult struct {
+	mode, title string
+	clients     int
+	upgrades    int             // completed
+	upgradeTime []time.Duration // per upgrade: signal (or stop) until the next generation serves, sorted
+	wall        time.Duration   // the load's duration
+	load        loadResult
+	err         error // why the mode ended early, if it did
+}
+
+var modeTitles = map[string]string{
+	"steered": "baton, kernel-steered",
+	"shared":  "baton, shared socket",
+	"restart": "stop-then-start",
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.baton, "baton", "./bin/baton", "baton binary")
+	flag.StringVar(&o.hello, "hello", "./bin/hello", "the example service (examples/hello)")
+	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "report to write (\"\" for none)")
+	flag.IntVar(&o.upgrades, "upgrades", 20, "upgrades per mode")
+	flag.IntVar(&o.clients, "clients", 16, "concurrent clients; half open a connection per request, half keep one alive")
+	flag.IntVar(&o.slowEvery, "slow-every", 10, "every Nth request of a client is a slow one")
+	flag.IntVar(&o.slowMS, "slow-ms", 100, "how long a slow request takes, in milliseconds")
+	flag.DurationVar(&o.interval, "interval", time.Second, "load between one upgrade done and the next begun")
+	flag.DurationVar(&o.settle, "settle", time.Second, "load before the first upgrade and after the last")
+	modes := flag.String("modes", "steered,shared,restart", "modes to run, comma-separated: steered, shared, restart")
+	flag.Parse()
+	for _, m := range splitComma(*modes) {
+		if modeTitles[m] == "" {
+			fmt.Fprintf(os.Stderr, "bench: unknown mode %q (want steered, shared or restart)\n", m)
+			os.Exit(2)
+		}
+		o.modes = append(o.modes, m)
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
+	var err error
+	if o.baton, err = filepath.Abs(o.baton); err != nil {
+		return err
+	}
+	if o.hello, err = filepath.Abs(o.hello); err != nil {
+		return err
+	}
+	for _, bin := range []string{o.baton, o.hello} {
+		if _, err := os.Stat(bin); err != nil {
+			return fmt.Errorf("%w (run `make build` first)", err)
+		}
+	}
+	started := time.Now()
+	fmt.Printf("%d upgrades per mode under load: %d clients (half fresh connections, half keep-alive), every %dth request /slow?ms=%d\n",
+		o.upgrades, o.clients, o.slowEvery, o.slowMS)
+	var results []modeResult
+	for _, mode := range o.modes {
+		if ctx.Err() != nil {
+			return errors.New("interrupted")
+		}
+		r := runMode(ctx, o, mode)
+		results = append(results, r)
+		printRow(r)
+	}
+	fmt.Println()
+	printTable(os.Stdout, results)
+	if leftover := processesOf(o.hello); len(leftover) > 0 {
+		return fmt.Errorf("processes of %s still running: %v", o.hello, leftover)
+	}
+	if o.out != "" {
+		if err := writeReport(o, results, started); err != nil {
+			return err
+		}
+		fmt.Printf("\nwrote %s (%v in all)\n", o.out, time.Since(started).Round(time.Second))
+	}
+	for _, r := range results {
+		if r.err != nil {
+			return fmt.Errorf("%s: %w", r.mode, r.err)
+		}
+	}
+	return nil
+}
+
+// runMode starts one target, puts it under load, upgrades it o.upgrades
+// times, stops the load and the target.
+func runMode(ctx context.Context, o options, mode string) (r modeResult) {
+	r = modeResult{mode: mode, title: modeTitles[mode], clients: o.clients}
+	dir, err := os.MkdirTemp("", "batonbench-")
+	if err != nil {
+		r.err = err
+		return r
+	}
+	defer os.RemoveAll(dir)
+	var t target
+	switch mode {
+	case "steered":
+		t = &batonTarget{batonBin: o.baton, helloBin: o.hello, dir: dir, steering: "bpf"}
+	case "shared":
+		t = &batonTarget{batonBin: o.baton, helloBin: o.hello, dir: dir, steering: "shared"}
+	case "restart":
+		t = &plainTarget{batonBin: o.baton, helloBin: o.hello}
+	}
+	defer func() {
+		if err := t.stop(); err != nil && r.err == nil {
+			r.err = err
+		}
+		if r.err != nil {
+			if l := t.log(); l != "" {
+				fmt.Fprintf(os.Stderr, "%s: log:\n%s", mode, l)
+			}
+		}
+	}()
+	addr, err := t.start()
+	if err != nil {
+		r.err = fmt.Errorf("start: %w", err)
+		return r
+	}
+	begin := time.Now()
+	l := startLoad(ctx, loadOptions{URL: "http://" + addr + "/", Clients: o.clients, SlowEvery: o.slowEvery, SlowMS: o.slowMS})
+	pause(ctx, o.settle)
+	for i := 0; i < o.upgrades && ctx.Err() == nil; i++ {
+		t0 := time.Now()
+		if err := t.upgrade(); err != nil {
+			r.err = fmt.Errorf("upgrade %d: %w", i+1, err)
+			break
+		}
+		r.upgradeTime = append(r.upgradeTime, time.Since(t0))
+		r.upgrades++
+		if i+1 < o.upgrades {
+			pause(ctx, o.interval)
+		}
+	}
+	pause(ctx, o.settle)
+	r.load = l.stop()
+	r.wall = time.Since(begin)
+	if ctx.Err() != nil && r.err == nil {
+		r.err = errors.New("interrupted")
+	}
+	slices.Sort(r.upgradeTime)
+	return r
+}
+
+func pause(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// processesOf lists the pids whose executable is path.
+func processesOf(path string) []int {
+	entries, _ := os.ReadDir("/proc") // an unreadable /proc lists nothing: the check is best effort
+	var pids []int
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == path {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func splitComma(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
