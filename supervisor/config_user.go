@@ -12,7 +12,7 @@ import (
 // Credentials is who a generation's processes run as. The zero value (and
 // nil) means baton's own identity.
 type Credentials struct {
-	User   string // as configured
+	User   string // the user's name (also when configured by uid)
 	Home   string // the user's home directory, for HOME
 	UID    uint32
 	GID    uint32   // [service] group, else the user's primary group
@@ -47,7 +47,7 @@ func (p *parser) identity(sec map[string]any, s *ServiceConfig) error {
 	}
 	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
 	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
-	c := &Credentials{User: name, Home: u.HomeDir, UID: uint32(uid), GID: uint32(gid)}
+	c := &Credentials{User: u.Username, Home: u.HomeDir, UID: uint32(uid), GID: uint32(gid)}
 	if gv, ok := sec["group"]; ok {
 		g, err := p.str(-1, gv, "service", "group")
 		if err != nil {

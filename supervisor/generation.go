@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -194,10 +195,33 @@ func resolveCommand(cfg *Config) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("command %s: %w", cfg.Service.Command[0], err)
 	}
+	if c := cfg.Service.Credentials; c != nil && !executableBy(exe, c) {
+		return "", fmt.Errorf("command %s: %s is not executable by user %s", cfg.Service.Command[0], exe, c.User)
+	}
 	if abs, err := filepath.Abs(exe); err == nil {
 		exe = abs
 	}
 	return exe, nil
+}
+
+// executableBy reports whether the service's user may execute the file, by
+// its permission bits (baton checks as root, which may execute anything
+// with an x bit).
+func executableBy(path string, c *Credentials) bool {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return false
+	}
+	mode := st.Mode
+	switch {
+	case c.UID == 0:
+		return mode&0o111 != 0
+	case st.Uid == c.UID:
+		return mode&0o100 != 0
+	case st.Gid == c.GID || slices.Contains(c.Groups, st.Gid):
+		return mode&0o010 != 0
+	}
+	return mode&0o001 != 0
 }
 
 // fileSHA256 is the hex SHA-256 of a file, or "" if it cannot be read.

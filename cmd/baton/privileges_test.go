@@ -90,3 +90,31 @@ func freeLowPort(t *testing.T) int {
 	t.Skip("no free port below 1024")
 	return 0
 }
+
+// TestCommandNotExecutableByServiceUser: a command only root may execute
+// is refused before anything starts, naming the user, instead of failing
+// later in the exec shim.
+func TestCommandNotExecutableByServiceUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch users")
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	private := dir + "/hello-private"
+	data, err := os.ReadFile(helloBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(private, data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeHelloConfig(t, dir, "1", "")
+	content, _ := os.ReadFile(cfg)
+	text := strings.Replace(string(content), fmt.Sprintf("%q", helloBin), fmt.Sprintf("%q", private), 1)
+	text = strings.Replace(text, "[service]\n", "[service]\nuser = \"nobody\"\n", 1)
+	os.WriteFile(cfg, []byte(text), 0o644)
+	out, code := runBaton(t, "run", "-c", cfg)
+	if code != 1 || !strings.Contains(out, "not executable by user nobody") {
+		t.Errorf("exit %d, output:\n%s", code, out)
+	}
+}
