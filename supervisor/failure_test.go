@@ -32,6 +32,8 @@ func TestFailedCandidateCostsNothing(t *testing.T) {
 		{"exits at once", "shared", app{Env: map[string]string{"APP_EXIT": "3"}}},
 		{"never ready", "bpf", app{Env: map[string]string{"APP_NEVER_READY": "1"},
 			Readiness: "check = \"notify\"\ntimeout = \"1s\""}},
+		// Its own socket only: the serving generation's is another socket.
+		{"shuts down its socket", "bpf", app{Env: map[string]string{"APP_SHUTDOWN_LISTENER": "1"}}},
 		{"exec check fails", "bpf", app{Readiness: "check = \"exec\"\ncommand = [\"/bin/false\"]\ninterval = \"100ms\"\ntimeout = \"1s\""}},
 	}
 	for _, tc := range cases {

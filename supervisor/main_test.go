@@ -42,6 +42,7 @@ func TestMain(m *testing.M) {
 //	APP_READY_DELAY=D wait D before READY=1
 //	APP_NEVER_READY=1 serve, but never say READY=1
 //	APP_IGNORE_TERM=1 ignore SIGTERM (baton must SIGKILL it)
+//	APP_SHUTDOWN_LISTENER=1 shutdown(2) the inherited listeners, then exit
 //
 // GET / answers "hello from generation G pid P (version V)"; /slow?ms=N
 // waits N ms first; /crash exits at once with status 3.
@@ -73,6 +74,17 @@ func runApp() int {
 	}
 	for _, pc := range pcs {
 		go echoGeneration(pc, answer)
+	}
+	if os.Getenv("APP_SHUTDOWN_LISTENER") == "1" {
+		// A broken version that shuts its inherited listener down (which
+		// stops it for every holder of that socket), then dies.
+		for _, l := range lns {
+			if rc, err := l.(*net.TCPListener).SyscallConn(); err == nil {
+				rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+			}
+		}
+		fmt.Fprintln(os.Stderr, "app: shut the listener down; exiting")
+		return 3
 	}
 
 	sigs := make(chan os.Signal, 1)

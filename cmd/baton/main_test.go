@@ -349,3 +349,26 @@ socket = %q
 		t.Errorf("service fds: %q, want 0, 1, 2, 3 (its one listener)", got)
 	}
 }
+
+// TestSIGKILLMidUpgradeLeavesNoOrphans: baton SIGKILLed while a new
+// generation is starting leaves neither the old nor the new process.
+func TestSIGKILLMidUpgradeLeavesNoOrphans(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeHelloConfig(t, dir, "1", "")
+	b := startBaton(t, cfg)
+	old := int(b.waitLog("process ready")["pid"].(float64))
+	// The next version takes its time to get ready.
+	content, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(content), fmt.Sprintf("command = [%q]", helloBin),
+		fmt.Sprintf("command = [%q, \"-startup-delay\", \"30s\"]", helloBin), 1)), 0o644)
+	b.cmd.Process.Signal(syscall.SIGHUP)
+	started := b.waitLog("process started")
+	candidate := int(started["pid"].(float64))
+	if candidate == old {
+		t.Fatal("no new process started")
+	}
+	b.cmd.Process.Kill()
+	b.wait()
+	waitGone(t, old)
+	waitGone(t, candidate)
+}
