@@ -34,6 +34,7 @@ type loadOptions struct {
 	Clients   int // even-numbered clients open a fresh connection per request, odd ones keep one alive
 	SlowEvery int // every Nth request of a client goes to /slow?ms=SlowMS
 	SlowMS    int
+	Conns     string // "" as above; "keepalive" or "fresh": every client alike
 }
 
 // loadResult is loadgen.Result plus the latencies of successful requests,
@@ -65,7 +66,14 @@ func startLoad(ctx context.Context, o loadOptions) *load {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &load{cancel: cancel}
 	for i := range o.Clients {
-		tr := &http.Transport{Proxy: nil, DisableKeepAlives: i%2 == 0, MaxIdleConnsPerHost: 1}
+		fresh := i%2 == 0
+		switch o.Conns {
+		case "keepalive":
+			fresh = false
+		case "fresh":
+			fresh = true
+		}
+		tr := &http.Transport{Proxy: nil, DisableKeepAlives: fresh, MaxIdleConnsPerHost: 1}
 		c := &client{errors: map[string]int64{}, gens: map[string]int64{}}
 		l.transports = append(l.transports, tr)
 		l.clients = append(l.clients, c)

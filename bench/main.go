@@ -36,6 +36,12 @@ type options struct {
 	slowEvery, slowMS int
 	interval, settle  time.Duration
 	modes             []string
+
+	ohRounds, ohClients int           // data-path overhead: rounds (0: skip), clients
+	ohTime              time.Duration // per side per round
+	ohFresh             bool          // also with a fresh connection per request
+	footprint           bool
+	idle                time.Duration // footprint: idle period for baton's CPU time
 }
 
 // target is one way of running and upgrading hello.
@@ -74,6 +80,12 @@ func main() {
 	flag.IntVar(&o.slowMS, "slow-ms", 100, "how long a slow request takes, in milliseconds")
 	flag.DurationVar(&o.interval, "interval", time.Second, "load between one upgrade done and the next begun")
 	flag.DurationVar(&o.settle, "settle", time.Second, "load before the first upgrade and after the last")
+	flag.IntVar(&o.ohRounds, "overhead-rounds", 10, "data-path overhead: rounds of baton then hello alone (0 to skip)")
+	flag.IntVar(&o.ohClients, "overhead-clients", 16, "data-path overhead: closed-loop clients, each sending GET / as fast as answers come")
+	flag.DurationVar(&o.ohTime, "overhead-time", 3*time.Second, "data-path overhead: load per side per round")
+	flag.BoolVar(&o.ohFresh, "overhead-fresh", true, "data-path overhead: also measure with a fresh connection per request")
+	flag.BoolVar(&o.footprint, "footprint", true, "measure baton's footprint (RSS, idle CPU, binary size)")
+	flag.DurationVar(&o.idle, "idle", 60*time.Second, "footprint: how long baton idles while its CPU time is measured")
 	modes := flag.String("modes", "steered,shared,restart", "modes to run, comma-separated: steered, shared, restart")
 	flag.Parse()
 	for _, m := range splitComma(*modes) {
@@ -116,13 +128,35 @@ func run(o options) error {
 		results = append(results, r)
 		printRow(r)
 	}
+	var ov *overheadResult
+	if o.ohRounds > 0 && ctx.Err() == nil {
+		fmt.Printf("data-path overhead: %d rounds × %v per side, %d closed-loop clients on GET /\n", o.ohRounds, o.ohTime, o.ohClients)
+		r := runOverhead(ctx, o)
+		ov = &r
+	}
+	var fp *footprintResult
+	if o.footprint && ctx.Err() == nil {
+		fmt.Printf("footprint: baton idle for %v\n", o.idle)
+		r := runFootprint(ctx, o)
+		fp = &r
+	}
 	fmt.Println()
 	printTable(os.Stdout, results)
-	if leftover := processesOf(o.hello); len(leftover) > 0 {
-		return fmt.Errorf("processes of %s still running: %v", o.hello, leftover)
+	if ov != nil {
+		fmt.Println()
+		printOverhead(os.Stdout, ov)
+	}
+	if fp != nil {
+		fmt.Println()
+		printFootprint(os.Stdout, fp)
+	}
+	for _, bin := range []string{o.hello, o.baton} {
+		if leftover := processesOf(bin); len(leftover) > 0 {
+			return fmt.Errorf("processes of %s still running: %v", bin, leftover)
+		}
 	}
 	if o.out != "" {
-		if err := writeReport(o, results, started); err != nil {
+		if err := writeReport(o, results, ov, fp, started); err != nil {
 			return err
 		}
 		fmt.Printf("\nwrote %s (%v in all)\n", o.out, time.Since(started).Round(time.Second))
@@ -131,6 +165,12 @@ func run(o options) error {
 		if r.err != nil {
 			return fmt.Errorf("%s: %w", r.mode, r.err)
 		}
+	}
+	if ov != nil && ov.err != nil {
+		return fmt.Errorf("overhead: %w", ov.err)
+	}
+	if fp != nil && fp.err != nil {
+		return fmt.Errorf("footprint: %w", fp.err)
 	}
 	return nil
 }

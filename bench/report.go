@@ -116,7 +116,7 @@ func machine() []string {
 	}
 }
 
-func writeReport(o options, results []modeResult, started time.Time) error {
+func writeReport(o options, results []modeResult, ov *overheadResult, fp *footprintResult, started time.Time) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Benchmarks\n\n")
 	fmt.Fprintf(&b, "Written by `make bench` (the program in `bench/`); `make bench-quick` runs fewer upgrades.\n")
@@ -150,6 +150,12 @@ func writeReport(o options, results []modeResult, started time.Time) error {
 		}
 	}
 	b.WriteString(meaning(results))
+	if ov != nil {
+		writeOverhead(&b, ov)
+	}
+	if fp != nil {
+		writeFootprint(&b, fp)
+	}
 	return os.WriteFile(o.out, b.Bytes(), 0o644)
 }
 
@@ -178,4 +184,145 @@ func meaning(results []modeResult) string {
 	}
 	s.WriteString("Latencies are on loopback with load generator and server sharing the same CPUs, so they show relative differences between modes, not what a network would add; the upgrade time of the baton modes includes hello's start-up and readiness, not the old generation's drain, which runs after promotion while the new one already serves.\n")
 	return s.String()
+}
+
+func pct(x float64) string { return fmt.Sprintf("%.3f", x) }
+
+// printOverhead writes the data-path overhead as aligned text.
+func printOverhead(w io.Writer, r *overheadResult) {
+	fmt.Fprintf(w, "data-path overhead: baton (kernel-steered) / hello alone, medians of %d rounds × %v per side, %d closed-loop clients on GET /\n", len(roundsDone(r)), r.dur, r.clients)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "connections\tbaton req/s\talone req/s\tratio\tgoal >= 0.98\tbaton p99 ms\talone p99 ms\tp99 ratio\t")
+	for _, v := range r.variants {
+		if len(v.sides[1].rps) == 0 {
+			continue
+		}
+		rr, pr := v.ratios()
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t\n", v.name, medianF(v.sides[0].rps), medianF(v.sides[1].rps), pct(rr), verdict(rr),
+			ms(medianD(v.sides[0].p99)), ms(medianD(v.sides[1].p99)), pct(pr))
+	}
+	_ = tw.Flush()
+	for _, v := range r.variants {
+		if f := v.failures(); f != "" {
+			fmt.Fprintf(w, "%s failures: %s\n", v.name, f)
+		}
+	}
+	if r.batonLoad > 0 {
+		fmt.Fprintf(w, "baton's own CPU time while the load ran against it: %v over %v of load\n", r.batonCPU, r.batonLoad.Round(time.Millisecond))
+	}
+	if r.err != nil {
+		fmt.Fprintf(w, "overhead did not complete: %v\n", r.err)
+	}
+}
+
+func roundsDone(r *overheadResult) []float64 {
+	if len(r.variants) == 0 {
+		return nil
+	}
+	return r.variants[len(r.variants)-1].sides[1].rps
+}
+
+func writeOverhead(b *bytes.Buffer, r *overheadResult) {
+	fmt.Fprintf(b, "\n## Data-path overhead\n\n")
+	fmt.Fprintf(b, "The same `examples/hello` binary, under baton and alone, side by side in one run. **baton**: `bin/baton run` with `steering = \"bpf\"` (the kernel hands each connection to the serving generation; baton only holds the socket). **alone**: the harness binds the socket and starts hello on it by socket activation through `bin/baton __baton-exec`, which sets `LISTEN_PID` and execs hello: no supervisor at all. Both run at once, each on its own port of 127.0.0.1. ")
+	fmt.Fprintf(b, "The load is closed-loop: %d clients, each sending `GET /` as soon as the previous answer is in, either over one kept-alive connection each or over a fresh connection per request, for %v against one side then %v against the other, alternating (baton, alone, baton, alone, ...) for %d rounds after an uncounted warm-up of each, so that a noisy neighbour on this shared machine hurts both alike. ", r.clients, r.dur, r.dur, r.rounds)
+	fmt.Fprintf(b, "*req/s* is successful requests per second of a period; *p99* is that of a period's successful requests; each figure in the table is the median over the rounds and each ratio is baton / alone of those medians. The goal is a throughput ratio of at least %.2f; for p99, lower is better and ~1 means no difference.\n\n", overheadGoal)
+	fmt.Fprintf(b, "| connections | baton req/s | alone req/s | throughput ratio | goal ≥ %.2f | baton p99 ms | alone p99 ms | p99 ratio |\n|---|--:|--:|--:|:-:|--:|--:|--:|\n", overheadGoal)
+	for _, v := range r.variants {
+		if len(v.sides[1].rps) == 0 {
+			continue
+		}
+		rr, pr := v.ratios()
+		fmt.Fprintf(b, "| %s | %.0f | %.0f | %s | %s | %s | %s | %s |\n", v.name, medianF(v.sides[0].rps), medianF(v.sides[1].rps), pct(rr), verdict(rr),
+			ms(medianD(v.sides[0].p99)), ms(medianD(v.sides[1].p99)), pct(pr))
+	}
+	fmt.Fprintf(b, "\nEvery round, in the order measured:\n\n| round | connections | baton req/s | alone req/s | baton p99 ms | alone p99 ms |\n|--:|---|--:|--:|--:|--:|\n")
+	for i := range roundsDone(r) {
+		for _, v := range r.variants {
+			if i < len(v.sides[1].rps) {
+				fmt.Fprintf(b, "| %d | %s | %.0f | %.0f | %s | %s |\n", i+1, v.name, v.sides[0].rps[i], v.sides[1].rps[i], ms(v.sides[0].p99[i]), ms(v.sides[1].p99[i]))
+			}
+		}
+	}
+	b.WriteString("\n")
+	for _, v := range r.variants {
+		if f := v.failures(); f != "" {
+			fmt.Fprintf(b, "Failures, %s: %s.\n\n", v.name, f)
+		}
+	}
+	if r.err != nil {
+		fmt.Fprintf(b, "**The overhead measurement did not complete**: %v.\n\n", r.err)
+	}
+	var met, total int
+	var worst float64 = -1
+	for _, v := range r.variants {
+		if len(v.sides[1].rps) == 0 {
+			continue
+		}
+		rr, _ := v.ratios()
+		total++
+		if rr >= overheadGoal {
+			met++
+		}
+		if worst < 0 || rr < worst {
+			worst = rr
+		}
+	}
+	if total > 0 {
+		fmt.Fprintf(b, "The throughput goal (≥ %.2f) is met in %d of %d variants (lowest ratio %s). ", overheadGoal, met, total, pct(worst))
+	}
+	if r.batonLoad > 0 {
+		fmt.Fprintf(b, "baton itself used %v of CPU time during the %v the load ran against it (utime+stime from `/proc/PID/stat`, in ticks of 10 ms): it does not touch requests, so what differs between the two sides is noise: load generator, both servers and whatever else runs here share %s CPUs. ", r.batonCPU, r.batonLoad.Round(time.Second), strings.TrimPrefix(machine()[1], "CPUs (nproc): "))
+	}
+	b.WriteString("A ratio a few percent from 1 either way on one run is within what this machine varies from one period to the next (see the rounds above); compare several runs before reading more into it.\n")
+}
+
+func printFootprint(w io.Writer, r *footprintResult) {
+	fmt.Fprintln(w, "footprint: bin/baton running examples/hello, no load")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, row := range footprintRows(r) {
+		fmt.Fprintf(tw, "  %s\t%s\n", row[0], row[1])
+	}
+	_ = tw.Flush()
+	if r.err != nil {
+		fmt.Fprintf(w, "footprint did not complete: %v\n", r.err)
+	}
+}
+
+func footprintRows(r *footprintResult) [][2]string {
+	rows := [][2]string{
+		{"bin/baton size (stripped, `make build`)", fmt.Sprintf("%d bytes (%s)", r.binSize, mib(r.binSize))},
+	}
+	if r.rss > 0 {
+		rows = append(rows,
+			[2]string{"baton RSS once generation 1 serves (VmRSS)", mib(r.rss)},
+			[2]string{"baton peak RSS so far (VmHWM)", mib(r.hwm)},
+			[2]string{"baton threads", fmt.Sprint(r.threads)})
+	}
+	if r.rssAfter > 0 {
+		idle := fmt.Sprintf("%v (utime+stime)", r.idleCPU)
+		if r.idleSched >= 0 {
+			idle += fmt.Sprintf("; %v by schedstat", r.idleSched.Round(time.Microsecond))
+		}
+		rows = append(rows,
+			[2]string{fmt.Sprintf("baton CPU time over %v idle", r.idle), idle},
+			[2]string{fmt.Sprintf("baton RSS after %v idle", r.idle), mib(r.rssAfter)})
+	}
+	if r.helloRSS > 0 {
+		rows = append(rows, [2]string{"for scale: hello's RSS", mib(r.helloRSS)})
+	}
+	return rows
+}
+
+func writeFootprint(b *bytes.Buffer, r *footprintResult) {
+	fmt.Fprintf(b, "\n## Footprint\n\n")
+	fmt.Fprintf(b, "A fresh `bin/baton run` with `examples/hello` as the service (kernel-steered, one listener, no load). RSS is read from `/proc/PID/status` once generation 1 serves and again after an idle period of %v; CPU time over that period is utime+stime from `/proc/PID/stat` (ticks of 10 ms, exited threads included), and for finer grain the sum of `/proc/PID/task/*/schedstat` (ns, live threads). baton polls nothing while idle, so its CPU time there should be about zero. Its goroutine count cannot be seen from outside the process and is not reported here.\n\n", r.idle)
+	b.WriteString("| figure | value |\n|---|--:|\n")
+	for _, row := range footprintRows(r) {
+		fmt.Fprintf(b, "| %s | %s |\n", row[0], row[1])
+	}
+	b.WriteString("\n")
+	if r.err != nil {
+		fmt.Fprintf(b, "**The footprint measurement did not complete**: %v.\n", r.err)
+	}
 }
