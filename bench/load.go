@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/baton-sh/baton/internal/loadgen"
@@ -19,13 +15,14 @@ import (
 // This is loadgen's client loop (same clients, same mix, same counting:
 // every request started is counted once, as a success or a failure) with
 // one addition loadgen does not have: the latency of every successful
-// request. It lives here rather than in loadgen so that the load the tests
-// and the demo share stays as it is.
+// request. Each request is loadgen.Get, and failures are named by
+// loadgen.Reason, so both loads judge answers alike. The loop lives here
+// rather than in loadgen so that the load the tests and the demo share
+// stays as it is.
 
 const (
 	requestTimeout = 10 * time.Second      // per request, connecting and reading the body included
 	failurePause   = 10 * time.Millisecond // after a failure, as loadgen: a dead server costs failures per second, not a busy loop
-	maxBody        = 64 << 10              // as much of a body as is read
 )
 
 // loadOptions describes a load: see loadgen.Options.
@@ -90,23 +87,20 @@ func startLoad(ctx context.Context, o loadOptions) *load {
 				// turn requests in flight into failures.
 				rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
 				t0 := time.Now()
-				body, err := fetch(rctx, hc, url)
+				gen, err := loadgen.Get(rctx, hc, url)
 				d := time.Since(t0)
 				rcancel()
-				if err == nil && !strings.HasPrefix(body, "hello") {
-					err = fmt.Errorf("body %q", body[:min(len(body), 20)])
-				}
 				c.sent++
 				if err != nil {
 					c.failed++
-					c.errors[reason(err)]++
+					c.errors[loadgen.Reason(err)]++
 					select {
 					case <-ctx.Done():
 					case <-time.After(failurePause):
 					}
 					continue
 				}
-				c.gens[loadgen.Generation(body)]++
+				c.gens[gen]++
 				if isSlow {
 					c.slow = append(c.slow, d)
 				} else {
@@ -142,53 +136,6 @@ func (l *load) stop() loadResult {
 	slices.Sort(r.Fast)
 	slices.Sort(r.Slow)
 	return r
-}
-
-func fetch(ctx context.Context, hc *http.Client, url string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return "", fmt.Errorf("read body: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("status %d", resp.StatusCode)
-	}
-	return string(body), nil
-}
-
-// reason names a failure briefly (a handful of keys however many fail).
-func reason(err error) string {
-	var (
-		timeout interface{ Timeout() bool }
-		errno   syscall.Errno
-		op      *net.OpError
-	)
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &timeout) && timeout.Timeout():
-		return "timeout"
-	case errors.As(err, &errno):
-		if errors.As(err, &op) {
-			return op.Op + ": " + errno.Error()
-		}
-		return errno.Error()
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "unexpected EOF"
-	case errors.Is(err, io.EOF):
-		return "EOF"
-	}
-	s := err.Error()
-	if strings.HasPrefix(s, "status ") || strings.HasPrefix(s, "body ") {
-		return s
-	}
-	return s[:min(len(s), 80)]
 }
 
 // quantile returns the q-quantile of sorted (nearest rank), 0 if empty.

@@ -217,44 +217,60 @@ func (s *Supervisor) matchActivated() (map[int]handoff.Inherited, map[string]pas
 }
 
 func (l *listener) open(want string) error {
-	spec := l.spec
-	var reason error
-	switch {
-	case want == "shared":
-		reason = errors.New(`[upgrade] steering = "shared"`)
-	case spec.IsUnix():
-		reason = errors.New("unix sockets cannot be steered (no SO_REUSEPORT)")
-	default:
-		sock, err := handoff.Listen(spec, true)
+	reason := l.unsteerable(want)
+	if reason == nil {
+		sock, err := handoff.Listen(l.spec, true)
 		if err != nil {
 			return err
 		}
-		reason = l.steerGroup(sock, passedSteering{}, true)
-		if reason == nil {
+		if reason = l.steerGroup(sock, passedSteering{}, true); reason == nil {
 			return nil
 		}
 		_ = sock.Close() // nothing was routed to it: steering failed before Select
 	}
-	if want == "bpf" {
-		return fmt.Errorf("%s: [upgrade] steering = \"bpf\" but kernel steering is not possible: %w", spec, reason)
+	if err := refuseShared(want, l.spec, reason); err != nil {
+		return err
 	}
-	sock, err := handoff.Listen(spec, false)
+	sock, err := handoff.Listen(l.spec, false)
 	if err != nil {
 		return err
 	}
-	l.mode, l.reason, l.shared, l.bound = ModeShared, reason.Error(), sock, sock.Spec()
+	l.useShared(sock, reason)
 	return nil
+}
+
+// unsteerable says why the listener is shared whatever the kernel allows,
+// or nil.
+func (l *listener) unsteerable(want string) error {
+	switch {
+	case want == "shared":
+		return errors.New(`[upgrade] steering = "shared"`)
+	case l.spec.IsUnix():
+		return errors.New("unix sockets cannot be steered (no SO_REUSEPORT)")
+	}
+	return nil
+}
+
+// refuseShared is the error for a listener that cannot be steered when the
+// config demands steering (steering = "bpf"), else nil.
+func refuseShared(want string, spec handoff.ListenerSpec, reason error) error {
+	if want == "bpf" {
+		return fmt.Errorf("%s: [upgrade] steering = \"bpf\" but kernel steering is not possible: %w", spec, reason)
+	}
+	return nil
+}
+
+// useShared makes sock the one socket every generation is handed.
+func (l *listener) useShared(sock *handoff.Socket, reason error) {
+	l.mode, l.reason, l.shared, l.bound = ModeShared, reason.Error(), sock, sock.Spec()
 }
 
 // openAdopted is open for a socket passed to baton: steered where the
 // socket allows it (SO_REUSEPORT, plain TCP or UDP), else shared.
 func (l *listener) openAdopted(want string, sock *handoff.Socket, passed passedSteering, route bool) error {
-	var reason error
+	reason := l.unsteerable(want)
 	switch {
-	case want == "shared":
-		reason = errors.New(`[upgrade] steering = "shared"`)
-	case l.spec.IsUnix():
-		reason = errors.New("unix sockets cannot be steered (no SO_REUSEPORT)")
+	case reason != nil: // shared, whatever the socket allows
 	case !sock.ReusePort():
 		reason = errors.New("the socket passed to baton lacks SO_REUSEPORT (set ReusePort=yes in the .socket unit)")
 	case !l.spec.IsPacket() && !sock.PlainTCP():
@@ -276,15 +292,15 @@ func (l *listener) openAdopted(want string, sock *handoff.Socket, passed passedS
 			reason = fmt.Errorf("cannot add sockets to the passed socket's group (was it made by another user?): %w", err)
 		}
 	}
-	if want == "bpf" {
-		return fmt.Errorf("%s: [upgrade] steering = \"bpf\" but kernel steering is not possible: %w", l.spec, reason)
+	if err := refuseShared(want, l.spec, reason); err != nil {
+		return err
 	}
 	if passed.prog > 0 && !route {
 		// Handed over by a baton that steers this listener: the socket is
 		// unrouted and would stay so in shared mode.
 		return fmt.Errorf("%s: the previous baton steers this listener, and this one cannot: %w", l.spec, reason)
 	}
-	l.mode, l.reason, l.shared, l.bound = ModeShared, reason.Error(), sock, sock.Spec()
+	l.useShared(sock, reason)
 	return nil
 }
 

@@ -126,7 +126,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	g, err := s.startGeneration(s.base, false)
 	if err != nil {
 		s.stopAll("the first generation could not start")
-		s.drainEvents(ctx)
+		s.drainEvents()
 		return err
 	}
 	if s.opts.Handover {
@@ -153,7 +153,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 
 // drainEvents runs the loop until every generation is gone, for a stop
 // before the main loop began.
-func (s *Supervisor) drainEvents(ctx context.Context) {
+func (s *Supervisor) drainEvents() {
 	for len(s.gens) > 0 {
 		s.handle(<-s.events)
 	}

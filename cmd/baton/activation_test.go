@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -145,61 +144,25 @@ func TestSocketActivationMismatch(t *testing.T) {
 // on them, and no client connecting in between is refused.
 func TestFDStoreRoundTrip(t *testing.T) {
 	dir := t.TempDir()
-	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer notify.Close()
-	type storedFD struct {
-		name, msg string
-		f         *os.File
-	}
-	stored := make(chan storedFD, 8)
-	go func() { // a fake systemd: keep every fd sent with FDSTORE=1
-		buf, oob := make([]byte, 4096), make([]byte, 1024)
-		for {
-			n, oobn, _, _, err := notify.ReadMsgUnix(buf, oob)
-			if err != nil {
-				return
-			}
-			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
-			for _, m := range msgs {
-				fds, err := unix.ParseUnixRights(&m)
-				if err != nil {
-					continue
-				}
-				_, name, _ := strings.Cut(string(buf[:n]), "FDNAME=")
-				name, _, _ = strings.Cut(name, "\n")
-				for _, fd := range fds {
-					if strings.Contains(string(buf[:n]), "FDSTORE=1") {
-						stored <- storedFD{name, string(buf[:n]), os.NewFile(uintptr(fd), name)}
-					} else {
-						unix.Close(fd)
-					}
-				}
-			}
-		}
-	}()
+	sd := newFakeFDStore(t) // NOTIFY_SOCKET for baton: it runs "under systemd"
 	cfg := writeHelloConfig(t, dir, "1", "")
-	cmd := exec.Command(batonBin, "run", "-c", cfg, "--log-format", "json")
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+filepath.Join(dir, "notify"))
-	b1 := runBatonCmd(t, cmd)
+	b1 := startBaton(t, cfg)
 	addr := b1.addr(t)
 	pid := int(b1.waitLog("process ready")["pid"].(float64))
 	// The listener's socket, and its steering program and map.
 	var files []*os.File
 	var names []string
 	for len(files) < 3 {
-		select {
-		case s := <-stored:
-			files, names = append(files, s.f), append(names, s.name)
-			defer s.f.Close()
-			// systemd must not poll a BPF map: it polls as broken.
-			if strings.Contains(s.name, "bpf") != strings.Contains(s.msg, "FDPOLL=0") {
-				t.Errorf("stored %q with %q; want FDPOLL=0 exactly for the program and map", s.name, s.msg)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("baton stored %v, want the socket, program and map", names)
+		m := sd.waitFor(t, "FDSTORE=1", 10*time.Second, has("FDSTORE", "1"))
+		if len(m.files) != 1 {
+			t.Fatalf("FDSTORE=1 with %d fds: %s", len(m.files), m)
+		}
+		name := m.fields["FDNAME"]
+		files, names = append(files, m.files[0]), append(names, name)
+		defer m.files[0].Close()
+		// systemd must not poll a BPF map: it polls as broken.
+		if strings.Contains(name, "bpf") != (m.fields["FDPOLL"] == "0") {
+			t.Errorf("stored %q with %s; want FDPOLL=0 exactly for the program and map", name, m)
 		}
 	}
 

@@ -35,6 +35,7 @@ type fakeSystemd struct {
 type notifyMessage struct {
 	pid    int
 	fields map[string]string
+	files  []*os.File // fds sent along, kept only by newFakeFDStore
 }
 
 func (m notifyMessage) String() string {
@@ -46,8 +47,22 @@ func (m notifyMessage) String() string {
 }
 
 // newFakeSystemd points NOTIFY_SOCKET at a fresh socket, for this process
-// and the processes it starts, and clears WATCHDOG_*.
+// and the processes it starts, and clears WATCHDOG_*. Fds sent along (by
+// FDSTORE=1) are closed at once.
 func newFakeSystemd(t *testing.T) *fakeSystemd {
+	t.Helper()
+	return startFakeSystemd(t, false)
+}
+
+// newFakeFDStore is newFakeSystemd that keeps the fds sent along, in each
+// message's files, as systemd's fd store would; they are closed when the
+// test ends.
+func newFakeFDStore(t *testing.T) *fakeSystemd {
+	t.Helper()
+	return startFakeSystemd(t, true)
+}
+
+func startFakeSystemd(t *testing.T, keepFDs bool) *fakeSystemd {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
@@ -84,10 +99,13 @@ func newFakeSystemd(t *testing.T) *fakeSystemd {
 				if cred, err := unix.ParseUnixCredentials(&scm); err == nil {
 					m.pid = int(cred.Pid)
 				}
-				// FDSTORE=1 from baton's fd store: not ours to keep.
 				if fds, err := unix.ParseUnixRights(&scm); err == nil {
 					for _, fd := range fds {
-						_ = unix.Close(fd) // a duplicate; the sender keeps its own
+						if keepFDs {
+							m.files = append(m.files, os.NewFile(uintptr(fd), "stored"))
+						} else {
+							_ = unix.Close(fd) // a duplicate; the sender keeps its own
+						}
 					}
 				}
 			}
@@ -108,6 +126,11 @@ func newFakeSystemd(t *testing.T) *fakeSystemd {
 	t.Cleanup(func() {
 		conn.Close()
 		<-done
+		for m := range f.msgs { // what no test took
+			for _, file := range m.files {
+				file.Close()
+			}
+		}
 		if t.Failed() {
 			f.mu.Lock()
 			t.Logf("messages to systemd:\n  %s", strings.Join(f.seen, "\n  "))

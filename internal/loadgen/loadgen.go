@@ -109,7 +109,7 @@ func Run(ctx context.Context, o Options) *Load {
 				// A request outlives the load's context: stopping must not
 				// turn requests in flight into failures.
 				rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), o.Timeout)
-				gen, err := get(rctx, hc, url)
+				gen, err := Get(rctx, hc, url)
 				rcancel()
 				l.record(gen, err)
 				if err != nil {
@@ -159,7 +159,7 @@ func (l *Load) record(gen string, err error) {
 	l.res.Sent++
 	if err != nil {
 		l.res.Failed++
-		l.res.Errors[reason(err)]++
+		l.res.Errors[Reason(err)]++
 		return
 	}
 	l.res.Generations[gen]++
@@ -174,9 +174,9 @@ type errBody string
 
 func (e errBody) Error() string { return fmt.Sprintf("body %q", string(e)) }
 
-// get sends one GET and checks the answer: status 200 and a body starting
-// with "hello". It returns the generation the body names.
-func get(ctx context.Context, hc *http.Client, url string) (string, error) {
+// Get sends one GET and checks the answer as the load does: status 200 and
+// a body starting with "hello". It returns the generation the body names.
+func Get(ctx context.Context, hc *http.Client, url string) (string, error) {
 	body, err := fetch(ctx, hc, url)
 	if err != nil {
 		return "", err
@@ -222,9 +222,9 @@ func Generation(body string) string {
 // ports and URLs.
 var addrs = regexp.MustCompile(`"[a-z]+://[^"]*"|\[[0-9a-fA-F:.%]+\](:[0-9]+)?|[0-9]+(\.[0-9]+){3}(:[0-9]+)?`)
 
-// reason names a failure briefly, so that Result.Errors keeps a handful of
+// Reason names a failure briefly, so that Result.Errors keeps a handful of
 // keys however many requests fail.
-func reason(err error) string {
+func Reason(err error) string {
 	var (
 		status  errStatus
 		body    errBody

@@ -317,8 +317,8 @@ func TestReason(t *testing.T) {
 		{&net.OpError{Op: "read", Err: syscall.ECONNRESET}, "read: connection reset by peer"},
 		{errors.New(`Get "http://127.0.0.1:8080/": weird 10.0.0.1:443 [::1]:80`), "Get ADDR: weird ADDR ADDR"},
 	} {
-		if got := reason(tc.err); got != tc.want {
-			t.Errorf("reason(%v) = %q; want %q", tc.err, got, tc.want)
+		if got := Reason(tc.err); got != tc.want {
+			t.Errorf("Reason(%v) = %q; want %q", tc.err, got, tc.want)
 		}
 	}
 }
