@@ -114,11 +114,9 @@ func (s *Spawner) start(c Child) (int, error) {
 		}
 		files = append(files, uintptr(sock.FD()))
 	}
-	env := append(withoutActivation(c.Env),
-		"LISTEN_FDS="+strconv.Itoa(len(c.Sockets)),
-		"LISTEN_FDNAMES="+strings.Join(c.Names, ":"))
-	if len(c.Sockets) == 0 {
-		env = withoutActivation(c.Env)
+	env := withoutActivation(c.Env)
+	if len(c.Sockets) > 0 {
+		env = append(env, "LISTEN_FDS="+strconv.Itoa(len(c.Sockets)), "LISTEN_FDNAMES="+strings.Join(c.Names, ":"))
 	}
 	if c.NoNewPrivs {
 		env = append(env, shimNoNewPrivs+"=1")
