@@ -72,3 +72,25 @@ func (w *WeightedSteering) Counts() (WeightedCounts, error) {
 func (w *WeightedSteering) Close() error {
 	return fmt.Errorf("weighted steering: close: %w", errNotLinux)
 }
+
+// WeightedFDs are the fds of a WeightedSteering's program and maps.
+type WeightedFDs struct{ Program, Sockets, State, Counters int }
+
+// FDs returns no fds (all -1) off Linux.
+func (w *WeightedSteering) FDs() WeightedFDs { return WeightedFDs{-1, -1, -1, -1} }
+
+// WeightedSteeringFromFDs fails with an error wrapping ErrSteeringUnsupported off Linux.
+func WeightedSteeringFromFDs(f WeightedFDs) (*WeightedSteering, error) {
+	return nil, fmt.Errorf("weighted steering: take over program fd %d: %w", f.Program, errNotLinux)
+}
+
+// Slots fails with an error wrapping ErrSteeringUnsupported off Linux.
+func (w *WeightedSteering) Slots(gen int) ([]uint64, error) {
+	return nil, fmt.Errorf("weighted steering: slots of generation %d: %w", gen, errNotLinux)
+}
+
+// SocketCookie fails with an error wrapping ErrSteeringUnsupported off Linux:
+// SO_COOKIE exists only there.
+func SocketCookie(fd int) (uint64, error) {
+	return 0, fmt.Errorf("socket fd %d: SO_COOKIE: %w", fd, errNotLinux)
+}
