@@ -106,6 +106,9 @@ type ServiceConfig struct {
 	Credentials *Credentials
 	// NoNewPrivs sets PR_SET_NO_NEW_PRIVS for the service's processes.
 	NoNewPrivs bool
+	// Instances is how many processes each generation runs, 1 to
+	// MaxInstances, all handed the same listeners.
+	Instances int
 }
 
 // ReadinessConfig says when a new generation is ready to take traffic.
@@ -117,9 +120,36 @@ type ReadinessConfig struct {
 	Delay    time.Duration // delay only (else 0): ready this long after start if still running; < Timeout
 }
 
+// Upgrade strategies ([upgrade] strategy).
+const (
+	// StrategyBlueGreen: the new generation takes every new connection once
+	// all its instances are ready.
+	StrategyBlueGreen = "blue-green"
+	// StrategyCanary: the new generation takes the share of each step in
+	// turn, then every new connection.
+	StrategyCanary = "canary"
+	// StrategyRolling: instances are replaced one at a time, each new one
+	// ready before an old one drains.
+	StrategyRolling = "rolling"
+)
+
+// MaxInstances is the most instances a generation may have: the slots of
+// one generation in the steering program's socket array.
+const MaxInstances = handoff.WeightedInstances
+
 // UpgradeConfig says how new connections are moved to a new generation.
 type UpgradeConfig struct {
 	Steering string // "auto", "bpf" or "shared"
+	Strategy string // StrategyBlueGreen (default), StrategyCanary or StrategyRolling
+	// Steps are the canary's shares, in increasing order, each 1-99; the
+	// last step is followed by 100%. Set for StrategyCanary only.
+	Steps []CanaryStep
+}
+
+// CanaryStep is one step of a canary upgrade.
+type CanaryStep struct {
+	Weight int           // percent of new connections for the new generation, 1-99
+	Pause  time.Duration // how long the step lasts; 0: until `baton promote`
 }
 
 // DrainConfig says how an old generation is stopped.

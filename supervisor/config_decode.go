@@ -34,16 +34,19 @@ import (
 // configKeys is the config format: each section and its keys. The value
 // checks read exactly these keys.
 var configKeys = map[string][]string{
-	"service":   {"name", "command", "directory", "environment", "user", "group", "supplementary_groups", "no_new_privs"},
+	"service":   {"name", "command", "directory", "environment", "user", "group", "supplementary_groups", "no_new_privs", "instances"},
 	"listener":  {"name", "address", "network", "mode"},
 	"readiness": {"check", "timeout", "command", "interval", "delay"},
-	"upgrade":   {"steering"},
+	"upgrade":   {"steering", "strategy", "steps"},
 	"drain":     {"signal", "timeout", "grace"},
 	"restart":   {"max_tries", "backoff", "max_backoff", "reset_after"},
 	"control":   {"socket", "group"},
 	"log":       {"format"},
 	"metrics":   {"address"},
 }
+
+// stepKeys are the keys of each of [upgrade] steps.
+var stepKeys = []string{"weight", "pause"}
 
 // parser turns the decoded file into a Config, with errors located in it.
 type parser struct {
@@ -194,6 +197,8 @@ func knownKey(k toml.Key) bool {
 		return false
 	case len(k) == 2:
 		return true
+	case k[0] == "upgrade" && k[1] == "steps":
+		return len(k) == 3 && slices.Contains(stepKeys, k[2])
 	default:
 		// Variable names are free-form; a table as a value is refused as a
 		// wrong type.
@@ -281,7 +286,7 @@ func (p *parser) config(s *configSections) (*Config, error) {
 	if c.Readiness, err = p.readiness(s.readiness); err != nil {
 		return nil, err
 	}
-	if c.Upgrade.Steering, err = p.oneOf(-1, s.upgrade["steering"], "auto", steerings, "upgrade", "steering"); err != nil {
+	if c.Upgrade, err = p.upgrade(s.upgrade); err != nil {
 		return nil, err
 	}
 	if c.Drain, err = p.drain(s.drain); err != nil {

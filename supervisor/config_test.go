@@ -24,12 +24,12 @@ func TestLoadConfigValid(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(path), ".toml")
 		return &Config{
 			Path:      path,
-			Service:   ServiceConfig{Name: name, Command: []string{"/srv/app/current/app"}},
+			Service:   ServiceConfig{Name: name, Command: []string{"/srv/app/current/app"}, Instances: 1},
 			Control:   ControlConfig{Socket: DefaultControlSocket(name), GID: -1},
 			Log:       LogConfig{Format: "text"},
 			Listeners: listeners,
 			Readiness: ReadinessConfig{Check: "notify", Timeout: DefaultReadinessTimeout},
-			Upgrade:   UpgradeConfig{Steering: "auto"},
+			Upgrade:   UpgradeConfig{Steering: "auto", Strategy: StrategyBlueGreen},
 			Drain:     DrainConfig{Signal: syscall.SIGTERM, Timeout: DefaultDrainTimeout, Grace: DefaultDrainGrace},
 			Restart: RestartConfig{
 				MaxTries:   DefaultRestartMaxTries,
@@ -56,6 +56,7 @@ func TestLoadConfigValid(t *testing.T) {
 					Name:        "web",
 					Credentials: &Credentials{User: "nobody", Home: "/nonexistent", UID: 65534, GID: 65534, Groups: []uint32{}},
 					NoNewPrivs:  true,
+					Instances:   4,
 					Command:     []string{"/srv/app/current/app", "--flag", "two words"},
 					Directory:   "/srv/app",
 					Environment: map[string]string{"GREETING": "hello", "EMPTY": "", "LISTEN_FDS_EXTRA": "x"},
@@ -71,7 +72,9 @@ func TestLoadConfigValid(t *testing.T) {
 					Command:  []string{"/usr/bin/curl", "-sf", "http://127.0.0.1:8080/health"},
 					Interval: 250 * time.Millisecond,
 				},
-				Upgrade: UpgradeConfig{Steering: "bpf"},
+				Upgrade: UpgradeConfig{Steering: "bpf", Strategy: StrategyCanary, Steps: []CanaryStep{
+					{Weight: 10, Pause: 30 * time.Second}, {Weight: 50}, {Weight: 90, Pause: time.Minute},
+				}},
 				Drain:   DrainConfig{Signal: syscall.SIGQUIT, Timeout: 150 * time.Second, Grace: 0},
 				Restart: RestartConfig{MaxTries: 0, Backoff: time.Second, MaxBackoff: time.Minute, ResetAfter: 5 * time.Minute},
 			}
@@ -120,6 +123,19 @@ func TestParseConfigInvalid(t *testing.T) {
 	}{
 		// TOML itself
 		{"bad-syntax.toml", "[[listener]] address", 6, nil},
+		// instances and strategies
+		{"bad-instances-zero.toml", "[service] instances", 3, nil},
+		{"bad-instances-many.toml", "[service] instances", 3, nil},
+		{"bad-instances-string.toml", "[service] instances", 3, nil},
+		{"bad-strategy.toml", "[upgrade] strategy", 10, nil},
+		{"bad-canary-no-steps.toml", "[upgrade] strategy", 10, nil},
+		{"bad-steps-not-canary.toml", "[upgrade] steps", 11, nil},
+		{"bad-steps-empty.toml", "[upgrade] steps", 11, nil},
+		{"bad-step-weight-100.toml", "[upgrade] steps.weight", 11, nil},
+		{"bad-step-no-weight.toml", "[upgrade] steps", 11, nil},
+		{"bad-steps-down.toml", "[upgrade] steps.weight", 11, nil},
+		{"bad-step-pause.toml", "[upgrade] steps.pause", 11, nil},
+		{"bad-step-unknown-key.toml", "[upgrade] steps.wieght", 11, ErrUnknownKey},
 		// unknown keys
 		{"bad-unknown-top.toml", "[servce]", 8, ErrUnknownKey},
 		{"bad-unknown-section-key.toml", "[service] comand", 3, ErrUnknownKey},

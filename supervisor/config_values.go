@@ -23,6 +23,7 @@ import (
 var (
 	readinessChecks = []string{"notify", "exec", "delay"}
 	steerings       = []string{"auto", "bpf", "shared"}
+	strategies      = []string{StrategyBlueGreen, StrategyCanary, StrategyRolling}
 )
 
 // reservedEnv are variables baton sets for each generation; the service's
@@ -48,6 +49,17 @@ func (p *parser) service(sec, env map[string]any) (ServiceConfig, error) {
 	s.Command = cmd
 	if err := p.identity(sec, &s); err != nil {
 		return s, err
+	}
+	s.Instances = 1
+	if v := sec["instances"]; v != nil {
+		n, ok := v.(int64)
+		switch {
+		case !ok:
+			return s, p.errorf(-1, []string{"service", "instances"}, "must be a whole number, not %s", describe(v))
+		case n < 1 || n > MaxInstances:
+			return s, p.errorf(-1, []string{"service", "instances"}, "is %d; it must be 1 to %d", n, MaxInstances)
+		}
+		s.Instances = int(n)
 	}
 
 	if v := sec["directory"]; v != nil {
@@ -216,6 +228,57 @@ func parseSignal(s string) (syscall.Signal, error) {
 		return 0, errors.New("SIGSTOP cannot be the drain signal: it pauses the service instead of stopping it, so the service would never exit")
 	}
 	return sig, nil
+}
+
+// upgrade checks [upgrade].
+func (p *parser) upgrade(sec map[string]any) (UpgradeConfig, error) {
+	var u UpgradeConfig
+	var err error
+	if u.Steering, err = p.oneOf(-1, sec["steering"], "auto", steerings, "upgrade", "steering"); err != nil {
+		return u, err
+	}
+	if u.Strategy, err = p.oneOf(-1, sec["strategy"], StrategyBlueGreen, strategies, "upgrade", "strategy"); err != nil {
+		return u, err
+	}
+	v, ok := sec["steps"]
+	switch {
+	case !ok && u.Strategy == StrategyCanary:
+		return u, p.errorf(-1, []string{"upgrade", "strategy"}, `"canary" needs steps, e.g. steps = [{ weight = 10, pause = "30s" }, { weight = 50 }]`)
+	case !ok:
+		return u, nil
+	case u.Strategy != StrategyCanary:
+		return u, p.errorf(-1, []string{"upgrade", "steps"}, "are only for strategy = \"canary\" (strategy is %q)", u.Strategy)
+	}
+	steps, ok := tables(v)
+	if !ok {
+		return u, p.errorf(-1, []string{"upgrade", "steps"}, `must be an array of tables such as [{ weight = 10, pause = "30s" }], not %s`, describe(v))
+	}
+	if len(steps) == 0 {
+		return u, p.errorf(-1, []string{"upgrade", "steps"}, "is empty: a canary needs at least one step below 100%%")
+	}
+	for i, t := range steps {
+		at := func(k string) []string { return []string{"upgrade", "steps", k} }
+		var st CanaryStep
+		w, ok := t["weight"].(int64)
+		switch {
+		case t["weight"] == nil:
+			return u, p.errorf(-1, []string{"upgrade", "steps"}, "step %d has no weight (percent of new connections, 1-99)", i+1)
+		case !ok:
+			return u, p.errorf(-1, at("weight"), "step %d: must be a whole number of percent, not %s", i+1, describe(t["weight"]))
+		case w < 1 || w > 99:
+			return u, p.errorf(-1, at("weight"), "step %d: %d is not 1 to 99 (100%% follows the last step by itself)", i+1, w)
+		case i > 0 && int(w) <= u.Steps[i-1].Weight:
+			return u, p.errorf(-1, at("weight"), "step %d: %d is not more than the step before it (%d): steps only go up", i+1, w, u.Steps[i-1].Weight)
+		}
+		st.Weight = int(w)
+		if pv := t["pause"]; pv != nil {
+			if st.Pause, err = p.duration(-1, pv, false, at("pause")...); err != nil {
+				return u, err
+			}
+		}
+		u.Steps = append(u.Steps, st)
+	}
+	return u, nil
 }
 
 func (p *parser) restart(sec map[string]any) (RestartConfig, error) {

@@ -18,6 +18,7 @@ const (
 	EventRetired  = "retired"  // its process exited and its sockets are closed (Duration: since it was replaced)
 	EventCrashed  = "crashed"  // a serving process exited on its own (Reason: exit status)
 	EventGaveUp   = "gave-up"  // it crashed more often than [restart] max_tries allows
+	EventStep     = "step"     // the candidate's share changed (Weight; Duration: the step's pause, 0 for a hold)
 )
 
 // Event is one step of a generation's life. Every step is also one log line.
@@ -25,11 +26,13 @@ type Event struct {
 	Time     time.Time
 	Kind     string
 	Gen      int
+	Instance int           // the instance (0-based) for spawned, ready, stopping, crashed, gave-up
 	PID      int           // 0 where no process is involved
 	Replaces int           // promoted: the generation replaced, 0 if none
 	Rollback bool          // promoted or failed: the upgrade was a rollback
 	Reason   string        // failed, stopping, crashed: why
 	Duration time.Duration // ready: time to ready; retired: time since it was replaced
+	Weight   int           // step: the candidate's target percent of new connections
 }
 
 // Subscribe returns a channel that receives every event from now on, and a

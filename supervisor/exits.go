@@ -8,29 +8,50 @@ package supervisor
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
 )
 
-// stopGeneration sends g's process its stop signal (SIGKILL to its group
-// after the drain timeout); g is retired once the process has exited.
+// stopGeneration asks every instance of g to stop, without draining.
 func (s *Supervisor) stopGeneration(g *generation, why string) {
+	if g.stepTimer != nil {
+		g.stepTimer.Stop()
+	}
 	g.state = genStopping
-	if g.restartTimer != nil {
-		g.restartTimer.Stop()
-	}
-	if g.drainTimer != nil {
-		g.drainTimer.Stop()
-	}
-	if g.proc == nil {
+	if len(g.instances) == 0 {
 		s.retire(g)
 		return
 	}
-	s.log.Info("stopping", "gen", g.id, "pid", g.proc.pid, "signal", signalName(g.cfg.Drain.Signal), "reason", why)
-	s.emit(Event{Kind: EventStopping, Gen: g.id, PID: g.proc.pid, Reason: why})
-	s.signal(g.proc, g.cfg.Drain.Signal)
+	for _, in := range append([]*instance(nil), g.instances...) {
+		if in.state != instStopping {
+			s.stopInstance(in, why)
+		}
+	}
+}
+
+// stopInstance sends in's process its stop signal (SIGKILL to its group
+// after the drain timeout); in is retired once the process has exited.
+func (s *Supervisor) stopInstance(in *instance, why string) {
+	g := in.gen
+	in.state, in.routed = instStopping, false
+	if in.restartTimer != nil {
+		in.restartTimer.Stop()
+	}
+	if in.drainTimer != nil {
+		in.drainTimer.Stop()
+	}
+	if in.proc == nil {
+		s.retireInstance(in)
+		return
+	}
+	s.log.Info("stopping", "gen", g.id, "instance", in.index, "pid", in.proc.pid,
+		"signal", signalName(g.cfg.Drain.Signal), "reason", why)
+	s.emit(Event{Kind: EventStopping, Gen: g.id, Instance: in.index, PID: in.proc.pid, Reason: why})
+	s.signal(in.proc, g.cfg.Drain.Signal)
 }
 
 // signal sends sig to the main process and arms the SIGKILL deadline.
@@ -41,14 +62,42 @@ func (s *Supervisor) signal(p *process, sig syscall.Signal) {
 	p.stopSent = true
 	p.stopTimers()
 	if err := p.p.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		s.log.Warn("cannot signal process", "gen", p.gen.id, "pid", p.pid, "err", err)
+		s.log.Warn("cannot signal process", "gen", p.gen.id, "instance", p.inst.index, "pid", p.pid, "err", err)
 	}
 	p.killTimer = s.after(p.gen.cfg.Drain.Timeout, killTimeout{proc: p})
 }
 
-// retire forgets a generation whose process has exited.
+// retireInstance forgets an instance whose process has exited (or never
+// ran again) and closes its sockets; the generation retires with its last
+// instance. A rolling update waiting for the instance to be gone goes on.
+func (s *Supervisor) retireInstance(in *instance) {
+	g := in.gen
+	if in.restartTimer != nil {
+		in.restartTimer.Stop()
+	}
+	in.closeSockets()
+	for i, x := range g.instances {
+		if x == in {
+			g.instances = append(g.instances[:i], g.instances[i+1:]...)
+			break
+		}
+	}
+	if len(g.instances) == 0 && g != s.serving && g != s.candidate {
+		s.retire(g)
+	} else if len(g.instances) == 0 && g.state >= genDraining {
+		s.retire(g)
+	}
+	if c := s.candidate; c != nil && !s.stopping {
+		s.advance(c)
+	}
+}
+
+// retire forgets a generation whose instances are all gone.
 func (s *Supervisor) retire(g *generation) {
-	g.closeSockets()
+	for _, in := range g.instances {
+		in.closeSockets()
+	}
+	g.instances = nil
 	for i, x := range s.gens {
 		if x == g {
 			s.gens = append(s.gens[:i], s.gens[i+1:]...)
@@ -57,6 +106,9 @@ func (s *Supervisor) retire(g *generation) {
 	}
 	if s.serving == g {
 		s.serving = nil
+	}
+	if s.candidate == g {
+		s.candidate = nil
 	}
 	var since time.Duration
 	if !g.replacedAt.IsZero() {
@@ -69,7 +121,7 @@ func (s *Supervisor) retire(g *generation) {
 func (s *Supervisor) onExit(p *process) {
 	p.exited = true
 	p.stopTimers()
-	g := p.gen
+	g, in := p.gen, p.inst
 	// Leftovers of the process group would be orphans: the main process
 	// is gone, so the group goes too (systemd's KillMode=mixed does the
 	// same). The main process is not reaped yet, so its pid, which is the
@@ -77,42 +129,71 @@ func (s *Supervisor) onExit(p *process) {
 	_ = syscall.Kill(-p.pid, syscall.SIGKILL) // ESRCH when nothing is left
 	st, werr := p.p.Wait()                    // reaps at once: it has exited
 	how := exitText(st, werr)
-	if g.proc == p {
-		g.proc = nil
+	if in.proc == p {
+		in.proc = nil
 	}
 	switch {
-	case g.state == genDraining || g.state == genStopping:
-		s.log.Info("process exited", "gen", g.id, "pid", p.pid, "status", how)
-		s.retire(g)
-	case g == s.candidate:
-		s.failUpgrade(g, "exited before it was ready: "+how)
+	case in.state != instRunning || g.state >= genDraining:
+		s.log.Info("process exited", "gen", g.id, "instance", in.index, "pid", p.pid, "status", how)
+		if in.state == instRunning {
+			in.state = instStopping
+		}
+		s.retireInstance(in)
 	case s.stopping:
-		s.retire(g)
+		s.retireInstance(in)
+	case g == s.candidate:
+		what := "exited before it was ready: "
+		if p.ready {
+			what = "crashed: "
+		}
+		s.log.Warn("process exited", "gen", g.id, "instance", in.index, "pid", p.pid, "status", how)
+		in.state = instStopping
+		s.failUpgrade(g, fmt.Sprintf("instance %d %s%s", in.index, what, how))
+		if in.proc == nil && slices.Contains(g.instances, in) {
+			s.retireInstance(in)
+		}
 	default:
-		s.onCrash(g, p, how)
+		s.onCrash(in, p, how)
 	}
 }
 
-// onCrash restarts a serving generation's process with exponential
-// backoff, or gives up after [restart] max_tries consecutive crashes.
-func (s *Supervisor) onCrash(g *generation, p *process, how string) {
+// onCrash restarts a serving instance's process with exponential backoff,
+// or gives up after [restart] max_tries consecutive crashes. The instance
+// keeps its sockets, so connections wait for the restart in its queues and
+// the other instances' shares do not move.
+func (s *Supervisor) onCrash(in *instance, p *process, how string) {
+	g := in.gen
 	rc := g.cfg.Restart
 	if p.ready && time.Since(p.started) >= rc.ResetAfter {
-		g.crashes = 0
+		in.crashes = 0
 	}
-	g.crashes++
-	if g.crashes > rc.MaxTries {
-		s.log.Error("process keeps crashing; giving up", "gen", g.id, "pid", p.pid, "status", how,
-			"crashes", g.crashes, "max_tries", rc.MaxTries)
-		// The generation stays, without a process, so that its sockets
+	in.crashes++
+	if in.crashes > rc.MaxTries {
+		s.log.Error("process keeps crashing; giving up", "gen", g.id, "instance", in.index, "pid", p.pid, "status", how,
+			"crashes", in.crashes, "max_tries", rc.MaxTries)
+		s.emit(Event{Kind: EventGaveUp, Gen: g.id, Instance: in.index, PID: p.pid, Reason: how})
+		in.gaveUp = true
+		if others := len(routedInstances(g)) - 1; others > 0 && in.routed {
+			// The others take its share; connections in its queues move
+			// to them as its sockets close.
+			in.routed = false
+			if err := s.reroute(); err != nil {
+				s.log.Error("cannot take a crashed instance out of the steering", "gen", g.id, "instance", in.index, "err", err)
+			}
+			g.want--
+			in.state = instStopping
+			s.retireInstance(in)
+			return
+		}
+		// The last instance stays, without a process, so that its sockets
 		// (and their backlog) live on while an upgrade in progress may still
 		// take over; if none can, baton stops.
 		g.gaveUp = true
-		s.emit(Event{Kind: EventGaveUp, Gen: g.id, PID: p.pid, Reason: how})
+		s.maybeFinishAbort()
 		s.giveUpIfNothingLeft()
 		return
 	}
-	delay := rc.Backoff << (g.crashes - 1)
+	delay := rc.Backoff << (in.crashes - 1)
 	if delay > rc.MaxBackoff || delay <= 0 {
 		delay = rc.MaxBackoff
 	}
@@ -120,20 +201,21 @@ func (s *Supervisor) onCrash(g *generation, p *process, how string) {
 	if p.notReady {
 		level = "process was not ready in time; restarting"
 	}
-	s.log.Warn(level, "gen", g.id, "pid", p.pid, "status", how, "in", delay,
-		"attempt", g.crashes, "max_tries", rc.MaxTries)
-	s.emit(Event{Kind: EventCrashed, Gen: g.id, PID: p.pid, Reason: how})
-	g.restartTimer = s.after(delay, restartDue{gen: g})
+	s.log.Warn(level, "gen", g.id, "instance", in.index, "pid", p.pid, "status", how, "in", delay,
+		"attempt", in.crashes, "max_tries", rc.MaxTries)
+	s.emit(Event{Kind: EventCrashed, Gen: g.id, Instance: in.index, PID: p.pid, Reason: how})
+	in.restartTimer = s.after(delay, restartDue{inst: in})
 }
 
-func (s *Supervisor) restart(g *generation) {
-	if g != s.serving || g.proc != nil || s.stopping {
+func (s *Supervisor) restart(in *instance) {
+	g := in.gen
+	if g != s.serving || in.proc != nil || in.state != instRunning || s.stopping {
 		return
 	}
-	g.restarts++
-	if err := s.spawn(g); err != nil {
-		s.log.Error("restart failed", "gen", g.id, "err", err)
-		s.onCrash(g, &process{gen: g, started: time.Now()}, err.Error())
+	in.restarts++
+	if err := s.spawn(in); err != nil {
+		s.log.Error("restart failed", "gen", g.id, "instance", in.index, "err", err)
+		s.onCrash(in, &process{inst: in, gen: g, started: time.Now()}, err.Error())
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,25 +25,75 @@ import (
 type genState int
 
 const (
-	genStarting genState = iota // the candidate: started, not yet promoted
+	genStarting genState = iota // the candidate: started, no share of new connections yet
+	genCanary                   // the candidate with a share of new connections (a canary step, or a rolling update under way)
 	genServing                  // routed: new connections reach it
-	genDraining                 // unrouted, waiting for its accept queues to empty
-	genStopping                 // stop signal sent, waiting for its process to exit
+	genDraining                 // unrouted, its instances draining
+	genStopping                 // stop signal sent to every instance, waiting for them to exit
 )
 
 func (st genState) String() string {
-	return [...]string{"starting", "serving", "draining", "stopping"}[st]
+	return [...]string{"starting", "canary", "serving", "draining", "stopping"}[st]
 }
 
-// generation is one version of the service. Owned by the event loop.
+// generation is one version of the service: Instances processes of one
+// config. Owned by the event loop.
+//
+// Invariant: a generation that gets new connections of a steered listener
+// has each of its routed instances' sockets in the steering program's
+// slots of its half (A for the serving generation, B for the candidate),
+// and no other socket there.
 type generation struct {
-	id      int
-	cfg     *Config           // pinned: restarts use this, not a newer file
+	id        int
+	cfg       *Config // pinned: restarts use this, not a newer file
+	state     genState
+	instances []*instance // in slot order; retired ones are removed
+	started   time.Time
+	// want is how many instances the generation should have once its
+	// upgrade is done (cfg.Service.Instances), or, for the serving
+	// generation of a rolling update, how many it has left.
+	want int
+
+	weight     int       // target percent of new connections (100 serving, 0 draining)
+	step       int       // canary: index of the current step in cfg.Upgrade.Steps; -1 before the first
+	stepStart  time.Time // when the current step (or weight) began
+	stepTimer  *time.Timer
+	holding    bool      // canary: the current step waits for `baton promote`
+	aborting   string    // non-empty: the upgrade to this generation is being undone, and why
+	replacedAt time.Time // when a successor was promoted
+	rollback   bool      // started by a rollback, from the previous generation's config
+	direct     bool      // promoted once ready, whatever the strategy: a rollback, or a first generation
+	stepBegun  bool      // canary: the current step's weight is set
+	exe        string    // resolved executable of the last process started
+	exeSHA256  string    // its SHA-256 (hex) at that time
+	gaveUp     bool      // every instance crashed more than [restart] max_tries allows
+	nextIndex  int       // index for the next instance
+}
+
+type instState int
+
+const (
+	instRunning  instState = iota // its process runs, or a restart is pending
+	instDraining                  // unrouted, waiting for its accept queues to empty
+	instStopping                  // stop signal sent, waiting for its process to exit
+)
+
+// instance is one process slot of a generation: its own socket for each
+// steered listener (the shared socket for the others) and the process
+// currently running in it. A crashed instance is restarted into the same
+// sockets, so the other instances' shares do not move. Owned by the event
+// loop.
+type instance struct {
+	gen     *generation
+	index   int               // 0-based, for logs and BATON_INSTANCE; unique within the generation
 	sockets []*handoff.Socket // one per listener, in listener order
-	owned   []bool            // sockets[i] belongs to this generation (steered)
-	state   genState
-	proc    *process // nil while a restart is pending, or after the last exit
-	started time.Time
+	owned   []bool            // sockets[i] belongs to this instance (steered)
+	routed  bool              // its steered sockets sit in the steering program's slots (shared mode: it counts as taking traffic)
+	// everRouted: it has been routed, so its queues may hold connections
+	// and it drains before it stops.
+	everRouted bool
+	state      instState
+	proc       *process // nil while a restart is pending, or after the last exit
 
 	gaveUp       bool // crashed more than [restart] max_tries allows: no more restarts
 	crashes      int  // consecutive crashes, reset after a long enough run
@@ -50,14 +101,12 @@ type generation struct {
 	restartTimer *time.Timer
 	drainTimer   *time.Timer
 	drainUntil   time.Time
-	replacedAt   time.Time // when a successor was promoted
-	rollback     bool      // started by a rollback, from the previous generation's config
-	exe          string    // resolved executable of the last process started
-	exeSHA256    string    // its SHA-256 (hex) at that time
+	drainWhy     string // why it drains: the reason given with its stop signal
 }
 
-// process is one running process of a generation. Owned by the event loop.
+// process is one running process of an instance. Owned by the event loop.
 type process struct {
+	inst       *instance
 	gen        *generation
 	p          *os.Process
 	pid        int
@@ -85,41 +134,82 @@ func (p *process) stopTimers() {
 	}
 }
 
-// startGeneration makes a generation from cfg with its sockets and starts
-// its process. On error nothing is left behind.
-func (s *Supervisor) startGeneration(cfg *Config, rollback bool) (*generation, error) {
-	g := &generation{id: s.nextID, cfg: cfg, started: time.Now(), rollback: rollback}
+// newGeneration makes a generation from cfg, without instances yet.
+func (s *Supervisor) newGeneration(cfg *Config, rollback bool) *generation {
+	g := &generation{id: s.nextID, cfg: cfg, started: time.Now(), rollback: rollback, direct: rollback,
+		want: cfg.Service.Instances, step: -1}
 	s.nextID++
+	return g
+}
+
+// addInstance makes an instance of g with its sockets and starts its
+// process. On error nothing is left behind. The first instance added puts
+// g among s.gens.
+func (s *Supervisor) addInstance(g *generation) (*instance, error) {
+	in := &instance{gen: g, index: g.nextIndex}
 	for _, l := range s.listeners {
 		sock, owned, err := l.socketFor()
 		if err != nil {
-			g.closeSockets()
-			return nil, fmt.Errorf("generation %d: %w", g.id, err)
+			in.closeSockets()
+			return nil, fmt.Errorf("generation %d instance %d: %w", g.id, in.index, err)
 		}
-		g.sockets = append(g.sockets, sock)
-		g.owned = append(g.owned, owned)
+		in.sockets = append(in.sockets, sock)
+		in.owned = append(in.owned, owned)
 	}
-	if err := s.spawn(g); err != nil {
-		g.closeSockets()
+	if err := s.spawn(in); err != nil {
+		in.closeSockets()
 		return nil, err
 	}
-	s.gens = append(s.gens, g)
+	g.nextIndex++
+	g.instances = append(g.instances, in)
+	if !slices.Contains(s.gens, g) {
+		s.gens = append(s.gens, g)
+	}
+	return in, nil
+}
+
+// startGeneration makes a generation from cfg and starts n instances. On
+// error nothing is left behind.
+func (s *Supervisor) startGeneration(cfg *Config, rollback bool, n int) (*generation, error) {
+	g := s.newGeneration(cfg, rollback)
+	for range n {
+		if _, err := s.addInstance(g); err != nil {
+			s.abandon(g)
+			return nil, err
+		}
+	}
 	return g, nil
 }
 
-// closeSockets closes the generation's own sockets. Where steering is on,
-// connections still queued in them move to the serving socket.
-func (g *generation) closeSockets() {
-	for i, sock := range g.sockets {
-		if g.owned[i] {
+// abandon kills a generation that just failed to start all its instances;
+// nothing was routed to it. Its processes exit and it retires through the
+// usual path.
+func (s *Supervisor) abandon(g *generation) {
+	if len(g.instances) == 0 {
+		return
+	}
+	s.stopGeneration(g, "the generation could not start every instance")
+}
+
+// closeSockets closes the instance's own sockets. Where steering is on,
+// connections still queued in them move to a routed socket.
+func (in *instance) closeSockets() {
+	for i, sock := range in.sockets {
+		if in.owned[i] {
 			_ = sock.Close() // nothing to do about a failed close of a socket we give up
 		}
 	}
-	g.sockets, g.owned = nil, nil
+	in.sockets, in.owned = nil, nil
 }
 
-// spawn starts a process for g and its readiness check.
-func (s *Supervisor) spawn(g *generation) error {
+// steered reports whether the instance has a socket of its own.
+func (in *instance) steered() bool {
+	return slices.Contains(in.owned, true)
+}
+
+// spawn starts a process for the instance and its readiness check.
+func (s *Supervisor) spawn(in *instance) error {
+	g := in.gen
 	cfg := g.cfg
 	exe, err := resolveCommand(cfg)
 	if err != nil {
@@ -130,14 +220,14 @@ func (s *Supervisor) spawn(g *generation) error {
 	for i, l := range s.listeners {
 		names[i] = l.spec.Name
 	}
-	env := s.childEnv(g)
+	env := s.childEnv(in)
 	p, err := s.spawner.Start(handoff.Child{
 		Shim:    s.opts.Shim,
 		Path:    cfg.Service.Command[0],
 		Args:    cfg.Service.Command,
 		Dir:     cfg.Service.Directory,
 		Env:     env,
-		Sockets: g.sockets,
+		Sockets: in.sockets,
 		Names:   names,
 		Stdout:  s.opts.Stdout,
 		Stderr:  s.opts.Stderr,
@@ -148,8 +238,8 @@ func (s *Supervisor) spawn(g *generation) error {
 	if err != nil {
 		return fmt.Errorf("generation %d: %w", g.id, err)
 	}
-	proc := &process{gen: g, p: p, pid: p.Pid, started: time.Now()}
-	g.proc = proc
+	proc := &process{inst: in, gen: g, p: p, pid: p.Pid, started: time.Now()}
+	in.proc = proc
 	go func() {
 		// Wait without reaping: until the loop reaps it, the pid (and the
 		// process group id) stays ours, so signals to them cannot hit a
@@ -159,10 +249,65 @@ func (s *Supervisor) spawn(g *generation) error {
 		}
 		s.send(procExited{proc: proc})
 	}()
-	s.log.Info("process started", "gen", g.id, "pid", proc.pid, "command", cfg.Service.Command[0])
-	s.emit(Event{Kind: EventSpawned, Gen: g.id, PID: proc.pid})
+	s.log.Info("process started", "gen", g.id, "instance", in.index, "pid", proc.pid, "command", cfg.Service.Command[0])
+	s.emit(Event{Kind: EventSpawned, Gen: g.id, Instance: in.index, PID: proc.pid})
 	s.startReadiness(proc, env)
 	return nil
+}
+
+// pidAttrs are log attributes naming g's processes: "pid", the first, and
+// "pids", all of them, when there are several.
+func (g *generation) pidAttrs() slog.Attr {
+	pids := g.pids()
+	if len(pids) > 1 {
+		return slog.Group("", "pid", pids[0], "pids", pids)
+	}
+	return slog.Int("pid", firstPID(g))
+}
+
+// strategy is how g is rolled out.
+func (g *generation) strategy() string {
+	if g.direct {
+		return StrategyBlueGreen
+	}
+	return g.cfg.Upgrade.Strategy
+}
+
+// live are the generation's instances that have not been asked to stop.
+func (g *generation) live() []*instance {
+	var out []*instance
+	for _, in := range g.instances {
+		if in.state == instRunning {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// allReady reports whether the generation has its wanted number of live
+// instances, each with a ready process.
+func (g *generation) allReady() bool {
+	live := g.live()
+	if len(live) < g.want {
+		return false
+	}
+	for _, in := range live {
+		if in.proc == nil || !in.proc.ready {
+			return false
+		}
+	}
+	return true
+}
+
+// pids are the pids of the generation's running processes.
+func (g *generation) pids() []int {
+	var out []int
+	for _, in := range g.instances {
+		if in.proc != nil {
+			out = append(out, in.proc.pid)
+		}
+	}
+	return out
 }
 
 // credential is who the service runs as; nil for baton's own user.
@@ -253,7 +398,8 @@ func childPath() string {
 // childEnv is a minimal environment: PATH and a few variables of baton's,
 // the config's environment, and what baton itself tells the child. None of
 // baton's own LISTEN_*, NOTIFY_SOCKET or WATCHDOG_* reach the child.
-func (s *Supervisor) childEnv(g *generation) []string {
+func (s *Supervisor) childEnv(in *instance) []string {
+	g := in.gen
 	env := map[string]string{"PATH": childPath()}
 	for _, k := range inheritedEnv {
 		if v, ok := os.LookupEnv(k); ok {
@@ -274,6 +420,7 @@ func (s *Supervisor) childEnv(g *generation) []string {
 	}
 	env["NOTIFY_SOCKET"] = s.notify.Addr()
 	env["BATON_GENERATION"] = strconv.Itoa(g.id)
+	env["BATON_INSTANCE"] = strconv.Itoa(in.index)
 	out := make([]string, 0, len(env))
 	for k, v := range env {
 		out = append(out, k+"="+v)

@@ -21,16 +21,46 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-sh/baton/handoff"
 )
 
-// Names of the fds that carry a listener's steering program and map (to a
-// successor, or in systemd's fd store), next to the listener's own name.
-func progFDName(listener string) string { return "baton.bpf-prog." + listener }
-func mapFDName(listener string) string  { return "baton.bpf-map." + listener }
+// steeringFDPrefixes name the fds that carry a listener's steering program
+// and maps (to a successor, or in systemd's fd store): the prefix, then the
+// listener's name. Each goes with the field of handoff.WeightedFDs it fills.
+var steeringFDPrefixes = []struct {
+	prefix string
+	field  func(*handoff.WeightedFDs) *int
+}{
+	{"baton.bpf-prog.", func(f *handoff.WeightedFDs) *int { return &f.Program }},
+	{"baton.bpf-map.", func(f *handoff.WeightedFDs) *int { return &f.Sockets }},
+	{"baton.bpf-state.", func(f *handoff.WeightedFDs) *int { return &f.State }},
+	{"baton.bpf-counters.", func(f *handoff.WeightedFDs) *int { return &f.Counters }},
+}
+
+// steeringFDs are a steered listener's program and maps, named.
+func steeringFDs(l *listener) []handoff.Inherited {
+	fds := l.steer.FDs()
+	var out []handoff.Inherited
+	for _, p := range steeringFDPrefixes {
+		out = append(out, handoff.Inherited{FD: *p.field(&fds), Name: p.prefix + l.spec.Name})
+	}
+	return out
+}
+
+// steeringPart tells whether an fd name is one of steeringFDs': if so, the
+// listener it is for and the field it fills, else field is nil.
+func steeringPart(name string) (listener string, field func(*handoff.WeightedFDs) *int) {
+	for _, p := range steeringFDPrefixes {
+		if l, ok := strings.CutPrefix(name, p.prefix); ok {
+			return l, p.field
+		}
+	}
+	return "", nil
+}
 
 type (
 	handoverReq struct {
@@ -99,10 +129,8 @@ func (s *Supervisor) prepareHandover() handoverResult {
 			return handoverResult{err: fmt.Errorf("%s: a socket for the successor: %w", l.spec, err)}
 		}
 		s.handover = append(s.handover, sock)
-		fds = append(fds,
-			handoff.Inherited{FD: sock.FD(), Name: l.spec.Name},
-			handoff.Inherited{FD: l.steer.ProgramFD(), Name: progFDName(l.spec.Name)},
-			handoff.Inherited{FD: l.steer.MapFD(), Name: mapFDName(l.spec.Name)})
+		fds = append(fds, handoff.Inherited{FD: sock.FD(), Name: l.spec.Name})
+		fds = append(fds, steeringFDs(l)...)
 	}
 	s.log.Info("handing the listeners over to a new baton", "fds", len(fds))
 	return handoverResult{fds: fds}
@@ -118,7 +146,7 @@ func (s *Supervisor) finishHandover(ok bool) {
 		}
 		s.closeHandover()
 		if s.serving != nil {
-			if err := s.route(s.serving, nil); err != nil {
+			if err := s.routeOnly(s.serving); err != nil {
 				s.log.Error("cannot route back to the serving generation", "gen", s.serving.id, "err", err)
 			}
 		}
@@ -132,14 +160,17 @@ func (s *Supervisor) finishHandover(ok bool) {
 			l.shared.KeepFile() // the successor listens on it
 		}
 	}
-	s.stopping = true
+	s.stopping, s.handedOver = true, true
 	if s.candidate != nil {
 		s.failUpgrade(s.candidate, "baton is handing over to a new baton")
 	}
 	s.replyQueued(upgradeResult{err: fmt.Errorf("%w: baton handed over to a new baton", ErrUpgradeFailed)})
 	for _, g := range append([]*generation(nil), s.gens...) {
 		if g.state == genServing {
-			s.drain(g) // unrouted already: the successor routed the group to itself
+			for _, in := range g.instances {
+				in.routed = false // the successor routed the group to itself
+			}
+			s.drainGeneration(g, "handed over to a new baton")
 		}
 	}
 }
@@ -154,11 +185,14 @@ func (s *Supervisor) closeHandover() {
 
 // HandoverNames are the names under which a predecessor hands over the fds
 // for cfg's listeners: each listener's socket, and its steering program and
-// map where it is steered.
+// maps where it is steered.
 func HandoverNames(cfg *Config) []string {
 	var names []string
 	for _, l := range cfg.Listeners {
-		names = append(names, l.Name, progFDName(l.Name), mapFDName(l.Name))
+		names = append(names, l.Name)
+		for _, p := range steeringFDPrefixes {
+			names = append(names, p.prefix+l.Name)
+		}
 	}
 	return names
 }

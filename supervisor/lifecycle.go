@@ -15,9 +15,6 @@ import (
 	"github.com/baton-sh/baton/probe"
 )
 
-// drainPoll is how often a draining generation's accept queues are read.
-const drainPoll = 10 * time.Millisecond
-
 type event interface{}
 
 type (
@@ -35,9 +32,18 @@ type (
 	}
 	readyTimeout struct{ proc *process }
 	killTimeout  struct{ proc *process }
-	restartDue   struct{ gen *generation }
-	drainTick    struct{ gen *generation }
-	graceOver    struct{ gen *generation }
+	restartDue   struct{ inst *instance }
+	drainTick    struct{ inst *instance }
+	graceOver    struct{ inst *instance }
+	stepDue      struct {
+		gen  *generation
+		step int
+	}
+	gradualReq struct {
+		abort bool // else promote
+		all   bool // promote: straight to 100%
+		reply chan<- error
+	}
 )
 
 type upgradeResult struct {
@@ -78,18 +84,24 @@ func (s *Supervisor) handle(ev event) {
 			_ = syscall.Kill(-ev.proc.pid, syscall.SIGKILL) // ESRCH: already gone
 		}
 	case restartDue:
-		s.restart(ev.gen)
+		s.restart(ev.inst)
 	case handoverReq:
 		ev.reply <- s.prepareHandover()
 	case handoverDone:
 		s.finishHandover(ev.ok)
 		close(ev.reply)
 	case drainTick:
-		s.checkDrained(ev.gen)
+		s.checkDrained(ev.inst)
 	case graceOver:
-		if ev.gen.state == genDraining {
-			s.stopGeneration(ev.gen, fmt.Sprintf("replaced by generation %d", s.servingID()))
+		if ev.inst.state == instDraining {
+			s.stopInstance(ev.inst, ev.inst.drainWhy)
 		}
+	case stepDue:
+		if ev.gen == s.candidate && ev.gen.step == ev.step && ev.gen.stepBegun && ev.gen.aborting == "" {
+			s.enterStep(ev.gen, ev.step+1)
+		}
+	case gradualReq:
+		ev.reply <- s.onGradual(ev)
 	default:
 		panic(fmt.Sprintf("supervisor: unknown event %T", ev))
 	}
@@ -168,7 +180,7 @@ func (s *Supervisor) startRollback(reply chan<- upgradeResult) {
 	case s.handover != nil:
 		fail(errors.New("baton is handing over to a new baton; roll back with that one"))
 	case s.candidate != nil:
-		fail(fmt.Errorf("generation %d is being started; roll back once it is decided", s.candidate.id))
+		fail(fmt.Errorf("generation %d is being rolled out; `baton abort` sends its traffic back, or roll back once it is decided", s.candidate.id))
 	case s.previous == nil:
 		fail(errors.New("there is no previous generation to roll back to"))
 	default:
@@ -179,21 +191,38 @@ func (s *Supervisor) startRollback(reply chan<- upgradeResult) {
 	}
 }
 
+// startCandidate starts the instances a new generation from cfg begins
+// with, per its strategy: all of them (blue-green, a rollback, a canary
+// with exact weights), as many as the first canary step needs (shared
+// mode), or one (rolling).
 func (s *Supervisor) startCandidate(cfg *Config, rollback bool, reply chan<- upgradeResult) error {
-	g, err := s.startGeneration(cfg, rollback)
-	if err != nil {
-		return err
+	g := s.newGeneration(cfg, rollback)
+	switch g.strategy() {
+	case StrategyRolling:
+		g.want = 1
+	case StrategyCanary:
+		g.want = s.canaryInstances(g, cfg.Upgrade.Steps[0].Weight)
+	}
+	for range g.want {
+		if _, err := s.addInstance(g); err != nil {
+			s.abandon(g)
+			return err
+		}
 	}
 	s.candidate = g
 	if reply != nil {
 		s.candidateWaiters = append(s.candidateWaiters, reply)
+	}
+	if g.strategy() == StrategyCanary && !s.exactWeights() {
+		s.log.Warn("canary weights are approximated by instance counts: a listener is in shared mode, where the kernel cannot split connections by weight",
+			"gen", g.id, "instances", cfg.Service.Instances)
 	}
 	return nil
 }
 
 // nextQueued starts the upgrade queued behind the one just decided.
 func (s *Supervisor) nextQueued() {
-	if !s.queued || s.stopping {
+	if !s.queued || s.stopping || s.candidate != nil {
 		return
 	}
 	waiters := s.queuedWaiters
@@ -213,12 +242,13 @@ func (s *Supervisor) nextQueued() {
 	}
 }
 
-func (s *Supervisor) decideCandidate(r upgradeResult) {
+// replyCandidate tells the callers waiting for the candidate how its
+// upgrade ended.
+func (s *Supervisor) replyCandidate(r upgradeResult) {
 	for _, w := range s.candidateWaiters {
 		w <- r
 	}
 	s.candidateWaiters = nil
-	s.candidate = nil
 }
 
 // startReadiness arms the readiness deadline and, for exec and delay
@@ -270,12 +300,20 @@ func (s *Supervisor) onReady(p *process) {
 	}
 	p.ready, p.readyAt = true, time.Now()
 	p.stopTimers()
-	g := p.gen
+	g, in := p.gen, p.inst
 	took := p.readyAt.Sub(p.started)
-	s.log.Info("process ready", "gen", g.id, "pid", p.pid, "after", took.Round(time.Millisecond))
-	s.emit(Event{Kind: EventReady, Gen: g.id, PID: p.pid, Duration: took})
-	if g == s.candidate {
-		s.promote(g)
+	s.log.Info("process ready", "gen", g.id, "instance", in.index, "pid", p.pid, "after", took.Round(time.Millisecond))
+	s.emit(Event{Kind: EventReady, Gen: g.id, Instance: in.index, PID: p.pid, Duration: took})
+	switch g {
+	case s.candidate:
+		s.advance(g)
+	case s.serving:
+		if !in.routed && in.state == instRunning {
+			// An instance started again while an upgrade is undone.
+			in.routed, in.everRouted = true, true
+			s.reroute()
+		}
+		s.maybeFinishAbort()
 	}
 }
 
@@ -284,34 +322,50 @@ func (s *Supervisor) onNotReady(p *process, why string) {
 	g := p.gen
 	p.stopTimers()
 	if g == s.candidate {
-		s.failUpgrade(g, why)
+		s.failUpgrade(g, fmt.Sprintf("instance %d: %s", p.inst.index, why))
 		return
 	}
 	// A (re)started process of the serving generation: stop it and let the
 	// crash path restart it.
-	s.log.Warn("process not ready; stopping it", "gen", g.id, "pid", p.pid, "reason", why)
+	s.log.Warn("process not ready; stopping it", "gen", g.id, "instance", p.inst.index, "pid", p.pid, "reason", why)
 	p.notReady = true
 	s.signal(p, g.cfg.Drain.Signal)
 }
 
-// promote routes new connections to g and retires the generation it
+// promote routes every new connection to g and drains the generation it
 // replaces.
 func (s *Supervisor) promote(g *generation) {
 	old := s.serving
-	if err := s.route(g, old); err != nil {
+	for _, in := range g.live() {
+		in.routed, in.everRouted = true, true
+	}
+	var err error
+	if old == nil {
+		err = s.routeOnly(g)
+	} else {
+		err = s.routePromote(g)
+	}
+	if err != nil {
 		s.failUpgrade(g, err.Error())
 		return
 	}
-	g.state = genServing
-	s.serving = g
+	if g.stepTimer != nil {
+		g.stepTimer.Stop()
+	}
+	g.state, g.holding, g.want = genServing, false, len(g.live())
+	s.serving, s.candidate, s.weight = g, nil, 0
 	if old != nil {
 		s.previous, s.previousID = old.cfg, old.id
 	}
-	s.log.Info("promoted", "gen", g.id, "pid", g.proc.pid, "replaces", idOf(old))
-	s.emit(Event{Kind: EventPromoted, Gen: g.id, PID: g.proc.pid, Replaces: idOf(old), Rollback: g.rollback})
-	s.decideCandidate(upgradeResult{gen: g.id})
+	s.log.Info("promoted", "gen", g.id, g.pidAttrs(), "replaces", idOf(old))
+	s.emit(Event{Kind: EventPromoted, Gen: g.id, PID: firstPID(g), Replaces: idOf(old), Rollback: g.rollback})
+	s.replyCandidate(upgradeResult{gen: g.id})
 	if old != nil {
-		s.drain(old)
+		old.replacedAt = time.Now()
+		for _, in := range old.instances {
+			in.routed = false // routePromote took them out of the program's slots
+		}
+		s.drainGeneration(old, fmt.Sprintf("replaced by generation %d", g.id))
 	} else if s.opts.Handover && s.opts.OnServing != nil {
 		s.opts.OnServing()
 	}
@@ -325,22 +379,85 @@ func idOf(g *generation) int {
 	return g.id
 }
 
-// failUpgrade stops a candidate that will not be promoted; the serving
-// generation is untouched.
-func (s *Supervisor) failUpgrade(g *generation, why string) {
-	if s.stopping {
-		s.log.Info("upgrade cancelled", "gen", g.id, "pid", pidOf(g), "reason", why)
-	} else {
-		s.log.Error("upgrade failed", "gen", g.id, "pid", pidOf(g), "reason", why, "serving", s.servingID())
+// firstPID is the pid of g's first running process, 0 if none runs.
+func firstPID(g *generation) int {
+	if pids := g.pids(); len(pids) > 0 {
+		return pids[0]
 	}
-	s.emit(Event{Kind: EventFailed, Gen: g.id, PID: pidOf(g), Reason: why, Rollback: g.rollback})
-	s.decideCandidate(upgradeResult{err: fmt.Errorf("%w: generation %d: %s", ErrUpgradeFailed, g.id, why)})
-	s.stopGeneration(g, "upgrade failed")
+	return 0
+}
+
+// failUpgrade undoes the upgrade to the candidate g, which will not be
+// promoted: the serving generation gets every new connection back (once it
+// has its instances again, where a rolling update stopped some), then g
+// drains. why says what went wrong, or that an operator aborted.
+func (s *Supervisor) failUpgrade(g *generation, why string) {
+	if g.aborting != "" {
+		return
+	}
+	g.aborting = why
+	if g.stepTimer != nil {
+		g.stepTimer.Stop()
+	}
+	if s.stopping {
+		s.log.Info("upgrade cancelled", "gen", g.id, g.pidAttrs(), "reason", why)
+	} else {
+		s.log.Error("upgrade failed", "gen", g.id, g.pidAttrs(), "reason", why, "serving", s.servingID())
+	}
+	s.emit(Event{Kind: EventFailed, Gen: g.id, PID: firstPID(g), Reason: why, Rollback: g.rollback})
+	s.replyCandidate(upgradeResult{err: fmt.Errorf("%w: generation %d: %s", ErrUpgradeFailed, g.id, why)})
+	if o := s.serving; o != nil && !s.stopping {
+		if missing := o.want - len(o.live()); missing > 0 {
+			s.log.Info("starting instances of the serving generation again before the failed one drains",
+				"gen", o.id, "instances", missing)
+			for range missing {
+				if _, err := s.addInstance(o); err != nil {
+					s.log.Error("cannot start an instance again", "gen", o.id, "err", err)
+					o.want = len(o.live())
+					break
+				}
+			}
+		}
+	}
+	s.maybeFinishAbort()
+}
+
+// maybeFinishAbort completes an upgrade being undone once the serving
+// generation has all its instances back and ready (or given up): every new
+// connection goes back to it, and the candidate drains.
+func (s *Supervisor) maybeFinishAbort() {
+	g := s.candidate
+	if g == nil || g.aborting == "" {
+		return
+	}
+	if o := s.serving; o != nil && !s.stopping {
+		live := o.live()
+		if len(live) < o.want {
+			return
+		}
+		for _, in := range live {
+			if !in.gaveUp && (in.proc == nil || !in.proc.ready) {
+				return
+			}
+		}
+	}
+	routed := false
+	for _, in := range g.instances {
+		routed = routed || in.routed
+		in.routed = false
+	}
+	if routed {
+		if err := s.routeAbort(); err != nil {
+			s.log.Error("cannot send every connection back to the serving generation", "gen", s.servingID(), "err", err)
+		}
+	}
+	s.candidate, s.weight = nil, 0
+	s.drainGeneration(g, "upgrade failed")
 	s.nextQueued()
 	s.giveUpIfNothingLeft()
 	if s.serving == nil && s.candidate == nil && !s.stopping {
 		// Only a handed-over baton starts with nothing serving.
-		s.exitErr = fmt.Errorf("the first generation did not become ready: %s", why)
+		s.exitErr = fmt.Errorf("the first generation did not become ready: %s", g.aborting)
 		s.beginStop("the first generation failed")
 	}
 }
@@ -353,63 +470,4 @@ func (s *Supervisor) giveUpIfNothingLeft() {
 	}
 	s.exitErr = fmt.Errorf("generation %d: %w", s.serving.id, ErrGaveUp)
 	s.beginStop("the service keeps crashing")
-}
-
-func pidOf(g *generation) int {
-	if g.proc == nil {
-		return 0
-	}
-	return g.proc.pid
-}
-
-// drain unroutes g (already done by promoting its successor), waits until
-// its steered sockets' accept queues are empty plus the grace, then stops
-// it. With only shared sockets there is nothing to wait for.
-func (s *Supervisor) drain(g *generation) {
-	g.state = genDraining
-	g.replacedAt = time.Now()
-	if g.restartTimer != nil {
-		g.restartTimer.Stop()
-	}
-	steered := false
-	for _, o := range g.owned {
-		steered = steered || o
-	}
-	if !steered || g.proc == nil {
-		s.stopGeneration(g, fmt.Sprintf("replaced by generation %d", s.servingID()))
-		return
-	}
-	s.log.Info("draining", "gen", g.id, "pid", g.proc.pid)
-	s.emit(Event{Kind: EventDraining, Gen: g.id, PID: g.proc.pid})
-	g.drainUntil = time.Now().Add(g.cfg.Drain.Timeout)
-	s.checkDrained(g)
-}
-
-func (s *Supervisor) checkDrained(g *generation) {
-	if g.state != genDraining {
-		return
-	}
-	waiting := 0
-	for i, sock := range g.sockets {
-		if !g.owned[i] {
-			continue
-		}
-		n, err := sock.QueueLen()
-		if err != nil {
-			s.log.Warn("cannot read accept queue; stopping without waiting", "gen", g.id, "err", err)
-			waiting = 0
-			break
-		}
-		waiting += n
-	}
-	switch {
-	case waiting == 0:
-		g.drainTimer = s.after(g.cfg.Drain.Grace, graceOver{gen: g})
-	case time.Now().After(g.drainUntil):
-		s.log.Warn("accept queue did not empty in time; stopping anyway",
-			"gen", g.id, "waiting", waiting, "timeout", g.cfg.Drain.Timeout)
-		s.stopGeneration(g, "drain timeout")
-	default:
-		g.drainTimer = s.after(drainPoll, drainTick{gen: g})
-	}
 }

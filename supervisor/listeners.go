@@ -23,10 +23,13 @@ type listener struct {
 	bound  handoff.ListenerSpec // with the address actually bound (port 0 resolved)
 	mode   string
 	reason string // why this mode
-	// Steered mode: the group's program and map, and a socket made ahead
-	// for the next generation (the first one, created at setup).
-	steer *handoff.Steering
+	// Steered mode: the group's program and maps, and a socket made ahead
+	// for the first instance of the first generation, created at setup.
+	steer *handoff.WeightedSteering
 	next  *handoff.Socket
+	// base: the program's counters when the routing last changed; the
+	// shares since then are measured against it (status, metrics).
+	base handoff.WeightedCounts
 	// Shared mode: the one socket.
 	shared *handoff.Socket
 	// adopted: the socket was passed to baton (socket activation or the
@@ -75,8 +78,9 @@ func (s *Supervisor) setupListeners() error {
 	}
 	defer func() {
 		for _, p := range steering {
-			_ = unix.Close(p.prog)    // taken over as duplicates, or not used
-			_ = unix.Close(p.sockets) // likewise
+			for _, fd := range []int{p.fds.Program, p.fds.Sockets, p.fds.State, p.fds.Counters} {
+				_ = unix.Close(fd) // taken over as duplicates, or not used
+			}
 		}
 	}()
 	for i, spec := range s.base.Listeners {
@@ -121,12 +125,11 @@ func (s *Supervisor) store(l *listener) {
 	if l.steer != nil {
 		// The program and map too: a restarted baton takes them over and
 		// steers the same group with the same map.
-		fds = append(fds, handoff.Inherited{FD: l.steer.ProgramFD(), Name: progFDName(l.spec.Name)},
-			handoff.Inherited{FD: l.steer.MapFD(), Name: mapFDName(l.spec.Name)})
+		fds = append(fds, steeringFDs(l)...)
 	}
 	for i, f := range fds {
 		// systemd drops a stored fd that polls as broken, and a BPF map
-		// polls as EPOLLERR: the program and map are stored unpolled.
+		// polls as EPOLLERR: the program and maps are stored unpolled.
 		if ok, err := handoff.StoreFD(f.Name, f.FD, i == 0); err != nil {
 			s.log.Warn("not stored in the service manager's fd store", "listener", l.spec.Name, "fd_name", f.Name, "err", err)
 			return
@@ -137,9 +140,12 @@ func (s *Supervisor) store(l *listener) {
 	s.log.Info("listener stored in the service manager's fd store", "listener", l.spec.Name, "fds", len(fds))
 }
 
-// passedSteering is a steering program and map passed with a listener's
-// socket (by a predecessor baton, or from the fd store).
-type passedSteering struct{ prog, sockets int }
+// passedSteering is a steering program and its maps passed with a
+// listener's socket (by a predecessor baton, or from the fd store); the
+// zero value means none.
+type passedSteering struct{ fds handoff.WeightedFDs }
+
+func (p passedSteering) ok() bool { return p.fds.Program > 0 }
 
 // matchActivated pairs the sockets passed to baton (socket activation, or
 // the fd store after a restart) with listeners: by LISTEN_FDNAMES where any
@@ -151,27 +157,36 @@ func (s *Supervisor) matchActivated() (map[int]handoff.Inherited, map[string]pas
 	out := map[int]handoff.Inherited{}
 	steering := map[string]passedSteering{}
 	var passed []handoff.Inherited
-	progs, maps := map[string]int{}, map[string]int{}
+	parts := map[string]*passedSteering{} // by listener name
 	for _, in := range s.opts.Activated {
-		switch {
-		case strings.HasPrefix(in.Name, progFDName("")):
-			progs[strings.TrimPrefix(in.Name, progFDName(""))] = in.FD
-		case strings.HasPrefix(in.Name, mapFDName("")):
-			maps[strings.TrimPrefix(in.Name, mapFDName(""))] = in.FD
-		default:
+		name, field := steeringPart(in.Name)
+		if field == nil {
 			passed = append(passed, in)
-		}
-	}
-	for name, p := range progs {
-		if m, ok := maps[name]; ok {
-			steering[name] = passedSteering{prog: p, sockets: m}
-			delete(maps, name)
 			continue
 		}
-		_ = unix.Close(p) // a program without its map is of no use
+		p := parts[name]
+		if p == nil {
+			p = &passedSteering{}
+			parts[name] = p
+		}
+		if *field(&p.fds) > 0 {
+			_ = unix.Close(in.FD) // a second copy: the first is used
+			continue
+		}
+		*field(&p.fds) = in.FD
 	}
-	for _, m := range maps {
-		_ = unix.Close(m) // a map without its program is of no use
+	for name, p := range parts {
+		f := p.fds
+		if f.Program > 0 && f.Sockets > 0 && f.State > 0 && f.Counters > 0 {
+			steering[name] = *p
+			continue
+		}
+		s.log.Warn("incomplete steering program and maps passed to baton; not used", "listener", name)
+		for _, fd := range []int{f.Program, f.Sockets, f.State, f.Counters} {
+			if fd > 0 {
+				_ = unix.Close(fd) // of no use without the others
+			}
+		}
 	}
 	if len(passed) == 0 {
 		return out, steering, nil
@@ -279,14 +294,15 @@ func (l *listener) openAdopted(want string, sock *handoff.Socket, passed passedS
 		reason = l.steerGroup(sock, passed, route)
 		if reason == nil {
 			// A sibling proves baton may join the socket's group (same
-			// user); it gets no traffic, the program routes to sock.
+			// user); it gets no traffic: it never enters the program's slots.
 			sib, err := handoff.JoinGroup(l.bound)
 			if err == nil {
 				_ = sib.Close() // empty: nothing was ever routed to it
 				return nil
 			}
-			// The program stays attached and routes everything to sock,
-			// which is what shared mode does anyway.
+			// The program stays attached, but with nothing in its slots it
+			// leaves the choice to the kernel's hash, and sock is the
+			// group's only socket baton can use: shared mode.
 			_ = l.steer.Close() // the group keeps the program
 			l.steer, l.next = nil, nil
 			reason = fmt.Errorf("cannot add sockets to the passed socket's group (was it made by another user?): %w", err)
@@ -295,7 +311,7 @@ func (l *listener) openAdopted(want string, sock *handoff.Socket, passed passedS
 	if err := refuseShared(want, l.spec, reason); err != nil {
 		return err
 	}
-	if passed.prog > 0 && !route {
+	if passed.ok() && !route {
 		// Handed over by a baton that steers this listener: the socket is
 		// unrouted and would stay so in shared mode.
 		return fmt.Errorf("%s: the previous baton steers this listener, and this one cannot: %w", l.spec, reason)
@@ -305,20 +321,26 @@ func (l *listener) openAdopted(want string, sock *handoff.Socket, passed passedS
 }
 
 // steerGroup loads the program and attaches it to sock's reuseport group,
-// or takes over the program and map passed along with sock (already
-// attached to its group), and, when route is set, routes the group to
-// sock, which becomes the first generation's socket. Errors that mean
-// steering is impossible here wrap handoff.ErrSteeringUnsupported.
+// or takes over the program and maps passed along with sock (already
+// attached to its group). sock becomes the first instance's socket of the
+// first generation; routing waits for that generation (see routeOnly).
+// Errors that mean steering is impossible here wrap
+// handoff.ErrSteeringUnsupported.
 func (l *listener) steerGroup(sock *handoff.Socket, passed passedSteering, route bool) error {
-	var st *handoff.Steering
+	var st *handoff.WeightedSteering
 	var err error
-	if passed.prog > 0 {
-		st, err = handoff.SteeringFromFDs(passed.prog, passed.sockets)
+	why := "kernel steering available"
+	if passed.ok() {
+		why = "kernel steering, with the program and maps passed along"
+		if !route {
+			why = "kernel steering taken over from the previous baton"
+		}
+		st, err = handoff.WeightedSteeringFromFDs(passed.fds)
 		if err != nil {
 			return fmt.Errorf("%s: %w: %w", l.spec, handoff.ErrSteeringUnsupported, err)
 		}
 	} else {
-		if st, err = handoff.NewSteering(); err != nil {
+		if st, err = handoff.NewWeightedSteering(); err != nil {
 			return err
 		}
 		if err := st.Attach(sock.FD()); err != nil {
@@ -326,41 +348,9 @@ func (l *listener) steerGroup(sock *handoff.Socket, passed passedSteering, route
 			return fmt.Errorf("%s: %w: %w", l.spec, handoff.ErrSteeringUnsupported, err)
 		}
 	}
-	if !route {
-		why := "kernel steering taken over from the previous baton"
-		l.mode, l.reason, l.steer, l.next, l.bound = ModeSteered, why, st, sock, sock.Spec()
-		return nil
-	}
-	why := "kernel steering available"
-	if passed.prog > 0 {
-		why = "kernel steering, with the program and map passed along"
-	}
-	if err := st.Select(sock.FD()); err != nil {
-		_ = st.Close()
-		return fmt.Errorf("%s: %w: %w", l.spec, handoff.ErrSteeringUnsupported, err)
-	}
 	if !st.Migrates() {
 		why += " (without select-or-migrate: kernel older than 5.14)"
 	}
 	l.mode, l.reason, l.steer, l.next, l.bound = ModeSteered, why, st, sock, sock.Spec()
-	return nil
-}
-
-// route sends every new connection of each steered listener to g's
-// sockets. On failure the listeners already switched go back to prev.
-func (s *Supervisor) route(g, prev *generation) error {
-	for i, l := range s.listeners {
-		if l.steer == nil {
-			continue
-		}
-		if err := l.steer.Select(g.sockets[i].FD()); err != nil {
-			for j := 0; j < i && prev != nil; j++ {
-				if s.listeners[j].steer != nil {
-					_ = s.listeners[j].steer.Select(prev.sockets[j].FD()) // best effort undo; the old sockets are live
-				}
-			}
-			return fmt.Errorf("route %s to generation %d: %w", l.spec, g.id, err)
-		}
-	}
 	return nil
 }

@@ -19,11 +19,11 @@ func (s *Supervisor) onNotify(n handoff.Notification) {
 	}
 	if st, ok := n.Fields["STATUS"]; ok {
 		p.status = st
-		s.log.Info("status", "gen", p.gen.id, "pid", p.pid, "status", st)
+		s.log.Info("status", "gen", p.gen.id, "instance", p.inst.index, "pid", p.pid, "status", st)
 	}
 	switch {
 	case n.Fields["STOPPING"] == "1":
-		s.log.Info("process says it is stopping", "gen", p.gen.id, "pid", p.pid)
+		s.log.Info("process says it is stopping", "gen", p.gen.id, "instance", p.inst.index, "pid", p.pid)
 	case n.Fields["READY"] == "1" && p.gen.cfg.Readiness.Check == "notify":
 		s.onReady(p)
 	}
@@ -41,18 +41,17 @@ func genOf(p *process) int {
 // main process ran; such a helper must still be alive when the message
 // arrives, since its group is read then).
 func (s *Supervisor) processOf(pid, pgid int) *process {
+	var group *process
 	for _, g := range s.gens {
-		if g.proc != nil && g.proc.pid == pid {
-			return g.proc
+		for _, in := range g.instances {
+			switch {
+			case in.proc == nil:
+			case in.proc.pid == pid:
+				return in.proc
+			case pgid != 0 && in.proc.pid == pgid:
+				group = in.proc
+			}
 		}
 	}
-	if pgid == 0 {
-		return nil
-	}
-	for _, g := range s.gens {
-		if g.proc != nil && g.proc.pid == pgid {
-			return g.proc
-		}
-	}
-	return nil
+	return group
 }

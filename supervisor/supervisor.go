@@ -68,6 +68,9 @@ type Supervisor struct {
 	gens      []*generation // every generation that has not been retired
 	serving   *generation   // routed; nil only before the first start or after giving up
 	candidate *generation   // the upgrade in progress, if any
+	// weight is the candidate's percent of new connections as last set in
+	// the steering programs (0 without a candidate).
+	weight int
 	// The config of the generation the serving one replaced: what a
 	// rollback starts from.
 	previous   *Config
@@ -81,6 +84,9 @@ type Supervisor struct {
 	stopping         bool
 	exitErr          error
 	handover         []*handoff.Socket // sockets made for a successor baton
+	// handedOver: a successor baton serves and owns the steering; this one
+	// only drains.
+	handedOver bool
 }
 
 // New checks the options. It starts nothing.
@@ -123,20 +129,12 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	defer s.teardown()
 	go s.readNotify()
 
-	g, err := s.startGeneration(s.base, false)
-	if err != nil {
+	if err := s.startFirst(); err != nil {
+		s.log.Error("the first generation could not start", "err", err)
 		s.stopAll("the first generation could not start")
 		s.drainEvents()
 		return err
 	}
-	if s.opts.Handover {
-		// The predecessor serves until this generation is ready.
-		s.candidate = g
-	} else {
-		s.serving = g
-		g.state = genServing
-	}
-	s.log.Info("generation started", "gen", g.id, "pid", g.proc.pid)
 
 	ctxDone := ctx.Done()
 	for !(s.stopping && len(s.gens) == 0) {
@@ -149,6 +147,33 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		}
 	}
 	return s.exitErr
+}
+
+// startFirst starts the first generation, all its instances at once. It
+// is routed at once, so that connections wait in its queues until it is
+// ready, except after a handover: the predecessor serves until this
+// generation is ready, and promotion routes it.
+func (s *Supervisor) startFirst() error {
+	g := s.newGeneration(s.base, false)
+	g.direct = true
+	s.candidate = g // until it is routed: a failure to start undoes it like any candidate
+	for range g.want {
+		if _, err := s.addInstance(g); err != nil {
+			return err
+		}
+	}
+	s.log.Info("generation started", "gen", g.id, g.pidAttrs())
+	if s.opts.Handover {
+		return nil
+	}
+	for _, in := range g.instances {
+		in.routed, in.everRouted = true, true
+	}
+	if err := s.routeOnly(g); err != nil {
+		return err
+	}
+	s.candidate, s.serving, g.state = nil, g, genServing
+	return nil
 }
 
 // drainEvents runs the loop until every generation is gone, for a stop
