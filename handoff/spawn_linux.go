@@ -1,12 +1,14 @@
 package handoff
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,11 +39,49 @@ type Child struct {
 	// before it execs the program.
 	Credential *syscall.Credential
 	NoNewPrivs bool
+	// Exe, if not nil, is the executable to run, open (see
+	// OpenExecutable): the program runs from this file even if Path has
+	// since been renamed over or deleted, as a deploy does to the binary
+	// of the generation it replaces. Path then only names the program in
+	// errors; Args[0] is still the name the program sees. Start does not
+	// take Exe over: the caller closes it when no more children need it.
+	// A binary does not inherit the fd; a script's interpreter does (see
+	// RunShim).
+	Exe *os.File
 }
 
 // shimNoNewPrivs is how the spawner tells the shim to set
 // PR_SET_NO_NEW_PRIVS; the shim removes it from the environment.
 const shimNoNewPrivs = "BATON_EXEC_NO_NEW_PRIVS"
+
+// shimExeFD is how the spawner tells the shim the fd of Child.Exe: the one
+// after the sockets, 3+len(Sockets), so that it is no socket to a program
+// that takes LISTEN_FDS from fd 3. The shim removes it from the environment.
+const shimExeFD = "BATON_EXEC_FD"
+
+// OpenExecutable opens the executable at path (following symlinks, as exec
+// does; relative to baton's working directory, not Child.Dir) for
+// Child.Exe. The fd is O_PATH: it pins the file (the inode) without the
+// right to read it, which exec does not need; the child's credentials are
+// checked when it executes it. Only a rename over path or its deletion
+// leaves the opened file as it was; a write into the file itself (cp onto
+// it, in place) changes what runs, so deploy by rename.
+func OpenExecutable(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open executable %s: %w", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		_ = unix.Close(fd) // refused: nothing else refers to it
+		return nil, fmt.Errorf("open executable %s: stat: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		_ = unix.Close(fd) // refused: nothing else refers to it
+		return nil, fmt.Errorf("open executable %s: not a regular file: %w", path, unix.EACCES)
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
 
 // Spawner starts children from one OS thread that lives as long as the
 // process: PR_SET_PDEATHSIG fires when the *thread* that forked a child
@@ -121,6 +161,14 @@ func (s *Spawner) start(c Child) (int, error) {
 	if c.NoNewPrivs {
 		env = append(env, shimNoNewPrivs+"=1")
 	}
+	if c.Exe != nil {
+		exe, err := fileFD(c.Exe)
+		if err != nil {
+			return 0, fmt.Errorf("spawn %s: executable: %w", c.Path, err)
+		}
+		env = append(env, shimExeFD+"="+strconv.Itoa(len(files)))
+		files = append(files, uintptr(exe))
+	}
 	argv := append([]string{"baton-exec", ShimArg, c.Path}, c.Args...)
 	pid, err := syscall.ForkExec(c.Shim, argv, &syscall.ProcAttr{
 		Dir:   c.Dir,
@@ -132,20 +180,39 @@ func (s *Spawner) start(c Child) (int, error) {
 			Credential: c.Credential,
 		},
 	})
+	runtime.KeepAlive(c.Exe) // its fd must stay open until the fork has copied it
 	if err != nil {
 		return 0, fmt.Errorf("spawn %s: %w", c.Path, err)
 	}
 	return pid, nil
 }
 
+// fileFD returns f's fd without File.Fd, which would put a non-blocking file
+// into blocking mode. The caller keeps f alive while it uses the fd.
+func fileFD(f *os.File) (int, error) {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := raw.Control(func(u uintptr) { fd = int(u) }); err != nil {
+		// Control fails only once f is closed, with an error of
+		// internal/poll's that is not os.ErrClosed.
+		return -1, fmt.Errorf("%w: %w", os.ErrClosed, err)
+	}
+	return fd, nil
+}
+
 // withoutActivation drops variables that would make the child think it
-// holds other sockets or talks to another manager than the one we say.
+// holds other sockets or talks to another manager than the one we say, and
+// the shim's own, which only the spawner may set: a stray BATON_EXEC_FD
+// would make the shim run whatever that fd is.
 func withoutActivation(env []string) []string {
-	out := make([]string, 0, len(env)+2)
+	out := make([]string, 0, len(env)+4)
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "LISTEN_PIDFDID":
+		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "LISTEN_PIDFDID", shimNoNewPrivs, shimExeFD:
 			continue
 		}
 		out = append(out, kv)
@@ -159,11 +226,26 @@ func withoutActivation(env []string) []string {
 // in os.Args[2] with argv os.Args[3:]. It returns only when os.Args do not
 // ask for the shim; on failure it reports on stderr and exits 127, as a
 // shell does for a command it cannot run. Call it first thing in main.
+//
+// With Child.Exe the program is executed from its fd (execFD), not looked
+// up by name. A binary then does not inherit the fd. A script's interpreter
+// does, as one extra open fd at 3+LISTEN_FDS: the kernel names the script
+// to it as /dev/fd/N, so the fd must outlive the exec.
 func RunShim() {
 	if len(os.Args) < 4 || os.Args[1] != ShimArg {
 		return
 	}
 	path, argv := os.Args[2], os.Args[3:]
+	exe := -1
+	if v, ok := os.LookupEnv(shimExeFD); ok {
+		os.Unsetenv(shimExeFD)
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 3 {
+			fmt.Fprintf(os.Stderr, "baton-exec: cannot run %s: bad %s=%q\n", path, shimExeFD, v)
+			os.Exit(127)
+		}
+		exe = n
+	}
 	if os.Getenv("LISTEN_FDS") != "" {
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
 	}
@@ -180,12 +262,74 @@ func RunShim() {
 			os.Exit(127)
 		}
 	}
-	resolved, err := LookPath(path, os.Getenv("PATH"))
-	if err == nil {
-		err = syscall.Exec(resolved, argv, os.Environ())
+	var err error
+	if exe >= 0 {
+		err = execFD(exe, argv, os.Environ())
+	} else {
+		var resolved string
+		resolved, err = LookPath(path, os.Getenv("PATH"))
+		if err == nil {
+			err = syscall.Exec(resolved, argv, os.Environ())
+		}
 	}
 	fmt.Fprintf(os.Stderr, "baton-exec: cannot run %s: %v\n", path, err)
 	os.Exit(127)
+}
+
+// execFD executes the file open at fd, as execveat(fd, "", argv, env,
+// AT_EMPTY_PATH), and returns only on failure. It tries first with fd
+// close-on-exec, so that the program does not inherit it. The kernel refuses
+// that for a script (ENOENT: its interpreter would be told to open
+// /dev/fd/N, which the exec closes), and only then is the exec tried again
+// with fd left open. (ENOENT also means a missing interpreter or ELF
+// loader; the second try fails the same way.)
+//
+// Unlike syscall.Exec (which cannot execute an fd), this cannot restore
+// the soft RLIMIT_NOFILE that the Go runtime raises at start, because Go
+// keeps the original to itself: where the limit was raised, the program
+// gets the hard limit less one instead of the soft limit baton started
+// with. The kernel names the process (comm, as ps and top show it) after
+// the file on recent kernels (verified on 6.18), after the fd number on
+// older ones.
+func execFD(fd int, argv, env []string) error {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+		return fmt.Errorf("executable fd %d: %w", fd, err)
+	}
+	err := execveat(fd, argv, env)
+	if !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+		return fmt.Errorf("executable fd %d: %w", fd, err)
+	}
+	return execveat(fd, argv, env)
+}
+
+// execveat is execveat(fd, "", argv, env, AT_EMPTY_PATH); golang.org/x/sys
+// has no wrapper. It is a raw system call, as syscall.Exec's execve is, so
+// that the scheduler does not hand this thread's P to a new thread: a
+// thread being created during the exec makes the kernel ignore a set-user-ID
+// bit (golang/go#19546). syscall.Exec also holds a runtime lock against
+// that, which cannot be had from here.
+func execveat(fd int, argv, env []string) error {
+	empty, err := syscall.BytePtrFromString("")
+	if err != nil {
+		return err
+	}
+	argvp, err := syscall.SlicePtrFromStrings(argv)
+	if err != nil {
+		return err
+	}
+	envp, err := syscall.SlicePtrFromStrings(env)
+	if err != nil {
+		return err
+	}
+	_, _, errno := syscall.RawSyscall6(unix.SYS_EXECVEAT, uintptr(fd),
+		uintptr(unsafe.Pointer(empty)),
+		uintptr(unsafe.Pointer(&argvp[0])),
+		uintptr(unsafe.Pointer(&envp[0])),
+		unix.AT_EMPTY_PATH, 0)
+	return errno
 }
 
 // LookPath resolves a command the way the shim will: a name with a slash is
