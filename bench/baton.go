@@ -25,6 +25,16 @@ type batonTarget struct {
 	exited chan struct{}       // closed once cmd.Wait has returned
 	gen    int
 	logBuf *strings.Builder // the whole log, for errors; written by the reader goroutine only until lines is closed
+	recs   []logRecord      // the JSON lines, for the timeline; the same goroutine writes them, in the same span
+
+	sent []sentUpgrade // each upgrade asked for, in order
+}
+
+// sentUpgrade is an upgrade the harness asked for: when it sent SIGHUP, and
+// which generation was serving then.
+type sentUpgrade struct {
+	at   time.Time
+	from int
 }
 
 func (b *batonTarget) start() (string, error) {
@@ -66,9 +76,11 @@ socket = %q
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			arrived := time.Now()
 			b.logBuf.WriteString(sc.Text() + "\n")
 			var m map[string]any
 			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				b.recs = append(b.recs, logRecord{arrived: arrived, fields: m})
 				select {
 				case b.lines <- m:
 				default: // nobody is waiting for that many lines
@@ -102,7 +114,7 @@ func (b *batonTarget) waitLog(msg string, gen int, timeout time.Duration) (map[s
 			if !ok {
 				return nil, fmt.Errorf("baton exited before logging %q", msg)
 			}
-			if g, _ := m["gen"].(float64); m["msg"] == msg && (gen == 0 || int(g) == gen) {
+			if m["msg"] == msg && (gen == 0 || genOf(m) == gen) {
 				return m, nil
 			}
 		case <-deadline:
@@ -112,9 +124,11 @@ func (b *batonTarget) waitLog(msg string, gen int, timeout time.Duration) (map[s
 }
 
 func (b *batonTarget) upgrade() error {
+	t0 := time.Now()
 	if err := b.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		return fmt.Errorf("signal baton: %w", err)
 	}
+	b.sent = append(b.sent, sentUpgrade{at: t0, from: b.gen})
 	if _, err := b.waitLog("promoted", b.gen+1, 30*time.Second); err != nil {
 		return err
 	}

@@ -32,13 +32,26 @@ type loadOptions struct {
 	SlowEvery int // every Nth request of a client goes to /slow?ms=SlowMS
 	SlowMS    int
 	Conns     string // "" as above; "keepalive" or "fresh": every client alike
+	Record    bool   // keep every request as a sample (loadResult.Samples)
 }
 
 // loadResult is loadgen.Result plus the latencies of successful requests,
-// fast (/) and slow (/slow) apart, each sorted.
+// fast (/) and slow (/slow) apart, each sorted, and, if asked for, every
+// request in the order they started.
 type loadResult struct {
 	loadgen.Result
 	Fast, Slow []time.Duration
+	Samples    []sample
+}
+
+// sample is one request as its client saw it: when it was sent, how long
+// until the whole answer was in (or the failure), and who answered.
+type sample struct {
+	start   time.Time
+	latency time.Duration
+	gen     string // the generation named in the answer; "" if it failed
+	slow    bool   // a /slow request
+	failed  bool
 }
 
 // client is one client's own tally; only its goroutine touches it until
@@ -48,6 +61,7 @@ type client struct {
 	errors       map[string]int64
 	gens         map[string]int64
 	fast, slow   []time.Duration
+	samples      []sample
 }
 
 type load struct {
@@ -91,6 +105,9 @@ func startLoad(ctx context.Context, o loadOptions) *load {
 				d := time.Since(t0)
 				rcancel()
 				c.sent++
+				if o.Record {
+					c.samples = append(c.samples, sample{start: t0, latency: d, gen: gen, slow: isSlow, failed: err != nil})
+				}
 				if err != nil {
 					c.failed++
 					c.errors[loadgen.Reason(err)]++
@@ -132,9 +149,11 @@ func (l *load) stop() loadResult {
 		}
 		r.Fast = append(r.Fast, c.fast...)
 		r.Slow = append(r.Slow, c.slow...)
+		r.Samples = append(r.Samples, c.samples...)
 	}
 	slices.Sort(r.Fast)
 	slices.Sort(r.Slow)
+	slices.SortFunc(r.Samples, func(a, b sample) int { return a.start.Compare(b.start) })
 	return r
 }
 

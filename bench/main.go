@@ -9,7 +9,9 @@
 //     of a service that binds its own port).
 //
 // For each it counts requests sent and failed and the latency of the
-// successful ones, prints a table and writes BENCHMARKS.md.
+// successful ones, compares the latency of requests that overlap an upgrade
+// with that of the others, and for baton takes each upgrade's timeline from
+// its JSON log. It prints tables and writes BENCHMARKS.md.
 //
 // Every wait is bounded, and every process it starts runs in a process
 // group of its own that is gone when it returns.
@@ -50,6 +52,25 @@ type target interface {
 	upgrade() error                  // the next generation serving
 	stop() error                     // nothing left running
 	log() string                     // for errors: what the target said, if anything
+	windows() []window               // after stop: one per completed upgrade, in order
+}
+
+// window is one upgrade as the harness saw it: the signal (or the stop of
+// the old process), the new generation serving, the old process gone (zero
+// if unknown). Requests overlapping [signal, end()] are "during an upgrade".
+type window struct {
+	signal, ready, gone time.Time
+	from, to            int // generations
+}
+
+// end is when the upgrade was over for clients: the old process gone and
+// the new one serving, whichever came last (stop-then-start: the new one
+// serving).
+func (w window) end() time.Time {
+	if w.gone.After(w.ready) {
+		return w.gone
+	}
+	return w.ready
 }
 
 // modeResult is one row of the table.
@@ -60,7 +81,10 @@ type modeResult struct {
 	upgradeTime []time.Duration // per upgrade: signal (or stop) until the next generation serves, sorted
 	wall        time.Duration   // the load's duration
 	load        loadResult
-	err         error // why the mode ended early, if it did
+	windows     []window       // per completed upgrade
+	timeline    []upgradeSteps // baton only: each upgrade's steps from its log
+	timelineErr error          // baton only: why there is no timeline, if there is none
+	err         error          // why the mode ended early, if it did
 }
 
 var modeTitles = map[string]string{
@@ -142,6 +166,10 @@ func run(o options) error {
 	}
 	fmt.Println()
 	printTable(os.Stdout, results)
+	fmt.Println()
+	printUpgradeLatency(os.Stdout, results)
+	fmt.Println()
+	printTimeline(os.Stdout, results)
 	if ov != nil {
 		fmt.Println()
 		printOverhead(os.Stdout, ov)
@@ -198,6 +226,10 @@ func runMode(ctx context.Context, o options, mode string) (r modeResult) {
 		if err := t.stop(); err != nil && r.err == nil {
 			r.err = err
 		}
+		r.windows = t.windows()
+		if b, ok := t.(*batonTarget); ok {
+			r.timeline, r.timelineErr = b.timeline()
+		}
 		if r.err != nil {
 			if l := t.log(); l != "" {
 				fmt.Fprintf(os.Stderr, "%s: log:\n%s", mode, l)
@@ -210,7 +242,7 @@ func runMode(ctx context.Context, o options, mode string) (r modeResult) {
 		return r
 	}
 	begin := time.Now()
-	l := startLoad(ctx, loadOptions{URL: "http://" + addr + "/", Clients: o.clients, SlowEvery: o.slowEvery, SlowMS: o.slowMS})
+	l := startLoad(ctx, loadOptions{URL: "http://" + addr + "/", Clients: o.clients, SlowEvery: o.slowEvery, SlowMS: o.slowMS, Record: true})
 	pause(ctx, o.settle)
 	for i := 0; i < o.upgrades && ctx.Err() == nil; i++ {
 		t0 := time.Now()

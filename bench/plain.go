@@ -24,10 +24,12 @@ import (
 type plainTarget struct {
 	batonBin, helloBin string
 
-	addr string
-	cmd  *exec.Cmd
-	done chan struct{} // closed once cmd.Wait has returned
-	gen  int
+	addr     string
+	cmd      *exec.Cmd
+	done     chan struct{} // closed once cmd.Wait has returned
+	exitedAt time.Time     // when cmd.Wait returned; written before done is closed
+	gen      int
+	ups      []window
 }
 
 func (p *plainTarget) start() (string, error) {
@@ -73,7 +75,7 @@ func (p *plainTarget) spawn(gen int) error {
 		return fmt.Errorf("start hello: %w", err)
 	}
 	p.cmd, p.done, p.gen = cmd, make(chan struct{}), gen
-	go func() { _ = cmd.Wait(); close(p.done) }() // the status is read from ProcessState
+	go func() { _ = cmd.Wait(); p.exitedAt = time.Now(); close(p.done) }() // the status is read from ProcessState
 	_, err = loadgen.WaitFor(context.Background(), "http://"+p.addr+"/", func(body string) bool {
 		return loadgen.Generation(body) == strconv.Itoa(gen)
 	}, 15*time.Second)
@@ -102,11 +104,21 @@ func (p *plainTarget) halt() error {
 }
 
 func (p *plainTarget) upgrade() error {
+	w := window{signal: time.Now(), from: p.gen, to: p.gen + 1}
 	if err := p.halt(); err != nil {
 		return err
 	}
-	return p.spawn(p.gen + 1)
+	w.gone = p.exitedAt
+	if err := p.spawn(p.gen + 1); err != nil {
+		return err
+	}
+	w.ready = time.Now()
+	p.ups = append(p.ups, w)
+	return nil
 }
+
+// windows are the restarts: SIGTERM until the new process answers.
+func (p *plainTarget) windows() []window { return p.ups }
 
 func (p *plainTarget) stop() error { return p.halt() }
 

@@ -150,6 +150,8 @@ func writeReport(o options, results []modeResult, ov *overheadResult, fp *footpr
 		}
 	}
 	b.WriteString(meaning(results))
+	writeUpgradeLatency(&b, results)
+	writeTimeline(&b, results)
 	if ov != nil {
 		writeOverhead(&b, ov)
 	}
