@@ -44,23 +44,30 @@ fuzz:
 bin/batonbench: FORCE
 	$(GO) build -o $@ ./bench
 
+# examples/hello upgrading itself with tableflip, for the bench's comparison.
+bin/flipper: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./examples/flipper
+
 # Benchmarks (bench/): upgrades under load for baton kernel-steered, baton
-# shared and a plain stop-then-start, side by side; the data-path overhead
-# (hello under baton against hello alone, 10 alternating rounds of 3 s a side)
-# and baton's footprint (RSS, CPU over 60 s idle, binary size); prints a
-# table and writes BENCHMARKS.md. Then the Go benchmark of the supervisor (`make bench-go`).
+# shared, tableflip (examples/flipper) and a plain stop-then-start, side by
+# side, with the latency of requests during upgrades against steady state and
+# baton's upgrade timeline from its JSON log; the data-path overhead (hello
+# under baton against hello alone, 10 alternating rounds of 3 s a side) and
+# baton's footprint (RSS, CPU over 60 s idle, binary size); prints tables and
+# writes BENCHMARKS.md. Then the Go benchmark of the supervisor (`make bench-go`).
 # `make bench-quick` runs 5 upgrades per mode, 2 overhead rounds of 3 s a
 # side and 10 s idle, and only prints (under two minutes), so that
 # BENCHMARKS.md keeps the figures of a full run.
 BENCH_UPGRADES ?= 20
 BENCH_OUT      ?= BENCHMARKS.md
+BENCH_BINS     := -baton bin/baton -hello bin/hello -flipper bin/flipper
 
-bench: build bin/batonbench
-	./bin/batonbench -baton bin/baton -hello bin/hello -upgrades $(BENCH_UPGRADES) -out '$(BENCH_OUT)'
+bench: build bin/flipper bin/batonbench
+	./bin/batonbench $(BENCH_BINS) -upgrades $(BENCH_UPGRADES) -out '$(BENCH_OUT)'
 	$(MAKE) bench-go
 
-bench-quick: build bin/batonbench
-	./bin/batonbench -baton bin/baton -hello bin/hello -upgrades 5 -interval 500ms -settle 500ms -overhead-rounds 2 -overhead-time 3s -idle 10s -out ''
+bench-quick: build bin/flipper bin/batonbench
+	./bin/batonbench $(BENCH_BINS) -upgrades 5 -interval 500ms -settle 500ms -overhead-rounds 2 -overhead-time 3s -idle 10s -out ''
 
 # Upgrades under load in shared mode against kernel-steered mode, as a Go benchmark.
 bench-go:

@@ -5,6 +5,8 @@
 //   - baton with kernel steering (the real bin/baton running examples/hello),
 //   - baton in shared mode (every generation accepts on one socket, as
 //     tableflip, einhorn and socketmaster do),
+//   - tableflip: examples/flipper, the same service upgrading itself with
+//     github.com/cloudflare/tableflip, no supervisor,
 //   - a plain stop-then-start of the same hello binary (`systemctl restart`
 //     of a service that binds its own port).
 //
@@ -34,6 +36,7 @@ import (
 // options are the parameters of a run; the report prints them.
 type options struct {
 	baton, hello, out string
+	flipper           string
 	upgrades, clients int
 	slowEvery, slowMS int
 	interval, settle  time.Duration
@@ -88,15 +91,17 @@ type modeResult struct {
 }
 
 var modeTitles = map[string]string{
-	"steered": "baton, kernel-steered",
-	"shared":  "baton, shared socket",
-	"restart": "stop-then-start",
+	"steered":   "baton, kernel-steered",
+	"shared":    "baton, shared socket",
+	"tableflip": "tableflip",
+	"restart":   "stop-then-start",
 }
 
 func main() {
 	var o options
 	flag.StringVar(&o.baton, "baton", "./bin/baton", "baton binary")
 	flag.StringVar(&o.hello, "hello", "./bin/hello", "the example service (examples/hello)")
+	flag.StringVar(&o.flipper, "flipper", "./bin/flipper", "the example service upgrading itself with tableflip (examples/flipper)")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "report to write (\"\" for none)")
 	flag.IntVar(&o.upgrades, "upgrades", 20, "upgrades per mode")
 	flag.IntVar(&o.clients, "clients", 16, "concurrent clients; half open a connection per request, half keep one alive")
@@ -110,11 +115,11 @@ func main() {
 	flag.BoolVar(&o.ohFresh, "overhead-fresh", true, "data-path overhead: also measure with a fresh connection per request")
 	flag.BoolVar(&o.footprint, "footprint", true, "measure baton's footprint (RSS, idle CPU, binary size)")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "footprint: how long baton idles while its CPU time is measured")
-	modes := flag.String("modes", "steered,shared,restart", "modes to run, comma-separated: steered, shared, restart")
+	modes := flag.String("modes", "steered,shared,tableflip,restart", "modes to run, comma-separated: steered, shared, tableflip, restart")
 	flag.Parse()
 	for _, m := range splitComma(*modes) {
 		if modeTitles[m] == "" {
-			fmt.Fprintf(os.Stderr, "bench: unknown mode %q (want steered, shared or restart)\n", m)
+			fmt.Fprintf(os.Stderr, "bench: unknown mode %q (want steered, shared, tableflip or restart)\n", m)
 			os.Exit(2)
 		}
 		o.modes = append(o.modes, m)
@@ -135,9 +140,16 @@ func run(o options) error {
 	if o.hello, err = filepath.Abs(o.hello); err != nil {
 		return err
 	}
-	for _, bin := range []string{o.baton, o.hello} {
+	if o.flipper, err = filepath.Abs(o.flipper); err != nil {
+		return err
+	}
+	bins := []string{o.baton, o.hello}
+	if slices.Contains(o.modes, "tableflip") {
+		bins = append(bins, o.flipper)
+	}
+	for _, bin := range bins {
 		if _, err := os.Stat(bin); err != nil {
-			return fmt.Errorf("%w (run `make build` first)", err)
+			return fmt.Errorf("%w (run `make build bin/flipper` first)", err)
 		}
 	}
 	started := time.Now()
@@ -178,7 +190,7 @@ func run(o options) error {
 		fmt.Println()
 		printFootprint(os.Stdout, fp)
 	}
-	for _, bin := range []string{o.hello, o.baton} {
+	for _, bin := range []string{o.hello, o.baton, o.flipper} {
 		if leftover := processesOf(bin); len(leftover) > 0 {
 			return fmt.Errorf("processes of %s still running: %v", bin, leftover)
 		}
@@ -219,6 +231,8 @@ func runMode(ctx context.Context, o options, mode string) (r modeResult) {
 		t = &batonTarget{batonBin: o.baton, helloBin: o.hello, dir: dir, steering: "bpf"}
 	case "shared":
 		t = &batonTarget{batonBin: o.baton, helloBin: o.hello, dir: dir, steering: "shared"}
+	case "tableflip":
+		t = &flipperTarget{flipperBin: o.flipper, dir: dir}
 	case "restart":
 		t = &plainTarget{batonBin: o.baton, helloBin: o.hello}
 	}

@@ -130,6 +130,7 @@ func writeReport(o options, results []modeResult, ov *overheadResult, fp *footpr
 		o.upgrades, o.clients, o.slowEvery, o.slowMS, o.settle, o.interval, requestTimeout, failurePause)
 	fmt.Fprintf(&b, "- **baton, kernel-steered**: `bin/baton run` with `[upgrade] steering = \"bpf\"`, `examples/hello` as the service; an upgrade is SIGHUP, done at the `promoted` log line of the next generation (the old one drains in the background).\n")
 	fmt.Fprintf(&b, "- **baton, shared socket**: the same with `steering = \"shared\"`: every generation accepts on the same socket, as tableflip, einhorn and socketmaster do.\n")
+	fmt.Fprintf(&b, "- **tableflip**: `examples/flipper`, the same service (same handlers and answers) upgrading itself with github.com/cloudflare/tableflip as its README recommends, no supervisor: `upg.Listen`, `upg.Ready()` once serving, SIGHUP to the pid in its PID file runs `upg.Upgrade()`, which starts a new copy of the binary with the socket; once the new copy is ready the old one's `upg.Exit()` closes and it calls `http.Server.Shutdown`. Both accept on the one socket meanwhile. Done when the new copy has called `Ready`. tableflip refuses to upgrade a copy whose parent has not exited yet, so the harness waits for that before each SIGHUP (never long: the next upgrade comes %v later).\n", o.interval)
 	fmt.Fprintf(&b, "- **stop-then-start**: what `systemctl restart` does to a service that binds its own port: SIGTERM to hello, wait until it has exited, bind the address again, start the new hello on it (by socket activation, through baton's exec shim only to set `LISTEN_PID`), done when it answers. Nobody listens between the old process closing the socket and the new bind.\n\n")
 	fmt.Fprintf(&b, "*req/s* is requests sent per second of load: every client waits for each answer, and a slow request holds its client %d ms, so the rate is set mostly by the slow requests. Latency is that of successful `/` requests (p50, p99, max); *slow max* is the longest successful `/slow` request (%d ms of it is the asked delay). *Upgrade* is from the signal (or the stop) until the next generation serves: median and max.\n\n", o.slowMS, o.slowMS)
 	fmt.Fprintf(&b, "| mode | upgrades | sent | req/s | failed | failed %% | p50 ms | p99 ms | max ms | slow max ms | upgrade med ms | upgrade max ms |\n")
@@ -175,6 +176,15 @@ func meaning(results []modeResult) string {
 	}
 	if r, ok := by["shared"]; ok {
 		fmt.Fprintf(&s, "In shared mode %d of %d failed across %d upgrades. A shared socket has a known residual loss: a candidate accepts before it is ready, and the old process accepts until its stop signal, while Go's `http.Server` may drop a connection it reads after `Shutdown` began (the client sees EOF). It is rare and uneven (the README quotes about 1 request in 10 upgrades from an earlier measurement; a run may show none, or several), so compare a few runs before reading much into one figure. ", r.load.Failed, r.load.Sent, r.upgrades)
+	}
+	if r, ok := by["tableflip"]; ok {
+		med, _ := upgradeTimes(r)
+		fmt.Fprintf(&s, "tableflip failed %d of %d across %d upgrades. Old and new copy accept on the one socket, as in baton's shared mode, and the old copy accepts until its `upg.Exit()` closes and it calls `Shutdown`, so it has the same residual loss (a client on a fresh connection sees EOF). Its upgrades are done sooner (median %s ms from SIGHUP until the new copy is ready", r.load.Failed, r.load.Sent, r.upgrades, ms(med))
+		if b, ok := by["steered"]; ok {
+			bmed, _ := upgradeTimes(b)
+			fmt.Fprintf(&s, ", against %s ms for baton kernel-steered", ms(bmed))
+		}
+		s.WriteString("): the app re-executes itself, with nothing between the signal and the new process; the timeline below shows where baton's time goes. ")
 	}
 	if r, ok := by["restart"]; ok {
 		med, _ := upgradeTimes(r)
