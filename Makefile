@@ -54,10 +54,11 @@ bin/flipper: FORCE
 # baton's upgrade timeline from its JSON log; the data-path overhead (hello
 # under baton against hello alone, 10 alternating rounds of 3 s a side) and
 # baton's footprint (RSS, CPU over 60 s idle, binary size); prints tables and
-# writes BENCHMARKS.md. Then the Go benchmark of the supervisor (`make bench-go`).
+# writes BENCHMARKS.md and bench-latency.svg (latency over a few upgrades per
+# mode). Then the Go benchmark of the supervisor (`make bench-go`).
 # `make bench-quick` runs 5 upgrades per mode, 2 overhead rounds of 3 s a
 # side and 10 s idle, and only prints (under two minutes), so that
-# BENCHMARKS.md keeps the figures of a full run.
+# BENCHMARKS.md and the picture keep the figures of a full run.
 BENCH_UPGRADES ?= 20
 BENCH_OUT      ?= BENCHMARKS.md
 BENCH_BINS     := -baton bin/baton -hello bin/hello -flipper bin/flipper

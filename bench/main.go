@@ -13,7 +13,8 @@
 // For each it counts requests sent and failed and the latency of the
 // successful ones, compares the latency of requests that overlap an upgrade
 // with that of the others, and for baton takes each upgrade's timeline from
-// its JSON log. It prints tables and writes BENCHMARKS.md.
+// its JSON log. It prints tables and writes BENCHMARKS.md, with a picture
+// of latency over a few upgrades next to it (bench-latency.svg).
 //
 // Every wait is bounded, and every process it starts runs in a process
 // group of its own that is gone when it returns.
@@ -36,11 +37,12 @@ import (
 // options are the parameters of a run; the report prints them.
 type options struct {
 	baton, hello, out string
-	flipper           string
+	flipper, svg      string
 	upgrades, clients int
 	slowEvery, slowMS int
 	interval, settle  time.Duration
 	modes             []string
+	svgUpgrades       int // upgrades in the latency picture
 
 	ohRounds, ohClients int           // data-path overhead: rounds (0: skip), clients
 	ohTime              time.Duration // per side per round
@@ -103,6 +105,7 @@ func main() {
 	flag.StringVar(&o.hello, "hello", "./bin/hello", "the example service (examples/hello)")
 	flag.StringVar(&o.flipper, "flipper", "./bin/flipper", "the example service upgrading itself with tableflip (examples/flipper)")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "report to write (\"\" for none)")
+	flag.StringVar(&o.svg, "svg", "", "latency picture to write (default: bench-latency.svg next to -out; none if -out is \"\")")
 	flag.IntVar(&o.upgrades, "upgrades", 20, "upgrades per mode")
 	flag.IntVar(&o.clients, "clients", 16, "concurrent clients; half open a connection per request, half keep one alive")
 	flag.IntVar(&o.slowEvery, "slow-every", 10, "every Nth request of a client is a slow one")
@@ -113,6 +116,7 @@ func main() {
 	flag.IntVar(&o.ohClients, "overhead-clients", 16, "data-path overhead: closed-loop clients, each sending GET / as fast as answers come")
 	flag.DurationVar(&o.ohTime, "overhead-time", 3*time.Second, "data-path overhead: load per side per round")
 	flag.BoolVar(&o.ohFresh, "overhead-fresh", true, "data-path overhead: also measure with a fresh connection per request")
+	flag.IntVar(&o.svgUpgrades, "svg-upgrades", 2, "upgrades shown in the latency picture, from the middle of each mode's run")
 	flag.BoolVar(&o.footprint, "footprint", true, "measure baton's footprint (RSS, idle CPU, binary size)")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "footprint: how long baton idles while its CPU time is measured")
 	modes := flag.String("modes", "steered,shared,tableflip,restart", "modes to run, comma-separated: steered, shared, tableflip, restart")
@@ -142,6 +146,9 @@ func run(o options) error {
 	}
 	if o.flipper, err = filepath.Abs(o.flipper); err != nil {
 		return err
+	}
+	if o.svg == "" && o.out != "" {
+		o.svg = filepath.Join(filepath.Dir(o.out), svgName)
 	}
 	bins := []string{o.baton, o.hello}
 	if slices.Contains(o.modes, "tableflip") {
@@ -182,6 +189,12 @@ func run(o options) error {
 	printUpgradeLatency(os.Stdout, results)
 	fmt.Println()
 	printTimeline(os.Stdout, results)
+	// The picture is drawn even when it is not written, so that a quick run
+	// checks it too.
+	picture, err := latencySVG(results, o.svgUpgrades)
+	if err != nil {
+		return fmt.Errorf("latency picture: %w", err)
+	}
 	if ov != nil {
 		fmt.Println()
 		printOverhead(os.Stdout, ov)
@@ -196,6 +209,9 @@ func run(o options) error {
 		}
 	}
 	if o.out != "" {
+		if err := os.WriteFile(o.svg, picture, 0o644); err != nil {
+			return err
+		}
 		if err := writeReport(o, results, ov, fp, started); err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -117,6 +118,10 @@ func machine() []string {
 }
 
 func writeReport(o options, results []modeResult, ov *overheadResult, fp *footprintResult, started time.Time) error {
+	svgRef, err := filepath.Rel(filepath.Dir(o.out), o.svg)
+	if err != nil {
+		svgRef = o.svg
+	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Benchmarks\n\n")
 	fmt.Fprintf(&b, "Written by `make bench` (the program in `bench/`); `make bench-quick` runs fewer upgrades.\n")
@@ -151,7 +156,7 @@ func writeReport(o options, results []modeResult, ov *overheadResult, fp *footpr
 		}
 	}
 	b.WriteString(meaning(results))
-	writeUpgradeLatency(&b, results)
+	writeUpgradeLatency(&b, results, svgRef)
 	writeTimeline(&b, results)
 	if ov != nil {
 		writeOverhead(&b, ov)

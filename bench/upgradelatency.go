@@ -113,7 +113,7 @@ func printUpgradeLatency(w io.Writer, results []modeResult) {
 	_ = tw.Flush() // w is stdout or a buffer
 }
 
-func writeUpgradeLatency(b *bytes.Buffer, results []modeResult) {
+func writeUpgradeLatency(b *bytes.Buffer, results []modeResult, svgRef string) {
 	b.WriteString("\n## Latency during upgrades against steady state\n\n")
 	b.WriteString("The same runs as above, each request put on one side: *during upgrades* if its lifetime (sent until its answer was in, or it failed) overlaps an upgrade, from the signal until the old process is gone (baton: its `process exited` log line; tableflip: the old copy's exit, seen through a pidfd; stop-then-start: from SIGTERM until the new process answers, since there the old one is gone first), *steady* otherwise. ")
 	b.WriteString("Latencies are of successful `GET /` requests on each side; each ratio is upgrade / steady of the same mode in the same run, so a ratio near 1 means an upgrade costs clients nothing they can measure, whatever this machine's absolute figures.\n\n")
@@ -144,4 +144,5 @@ func writeUpgradeLatency(b *bytes.Buffer, results []modeResult) {
 			r.title, sp.upgrade.failed, sp.upgrade.sent, sp.steady.failed, sp.steady.sent, ms(u), ms(st), ratio(u, st))
 	}
 	b.WriteString("A p99 or max of a few hundred requests varies a lot from one run to the next on this shared machine (compare the rounds of the overhead measurement below): read a ratio between about 0.5 and 1.5 on one run as no measurable difference. A failure is not noise.\n\n")
+	fmt.Fprintf(b, "The picture shows a few of these upgrades from the middle of each run, every request a dot coloured by the generation that answered it:\n\n![Request latency over time across upgrades, per mode](%s)\n", svgRef)
 }
