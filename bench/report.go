@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -90,8 +91,10 @@ func printTable(w io.Writer, results []modeResult) {
 	}
 }
 
-// machine describes where the figures were taken.
-func machine() []string {
+// machine describes where the figures were taken, and with which baton:
+// the binary's own version (`make build` stamps it from git describe), not
+// the checkout's, which others may be changing meanwhile.
+func machine(baton string) []string {
 	out := func(name string, args ...string) string {
 		b, err := exec.Command(name, args...).Output()
 		if err != nil {
@@ -113,9 +116,12 @@ func machine() []string {
 		"CPUs (nproc): " + out("nproc"),
 		"CPU: " + cpu,
 		"Go: " + out("go", "version") + " (bench built with " + runtime.Version() + ")",
-		"baton: " + out("git", "describe", "--tags", "--always", "--dirty"),
+		"baton: " + strings.TrimPrefix(out(baton, "version"), "baton "),
 	}
 }
+
+// nproc is the number of CPUs this process may use.
+func nproc() string { return strconv.Itoa(runtime.NumCPU()) }
 
 func writeReport(o options, results []modeResult, ov *overheadResult, fp *footprintResult, started time.Time) error {
 	svgRef, err := filepath.Rel(filepath.Dir(o.out), o.svg)
@@ -127,7 +133,7 @@ func writeReport(o options, results []modeResult, ov *overheadResult, fp *footpr
 	fmt.Fprintf(&b, "Written by `make bench` (the program in `bench/`); `make bench-quick` runs fewer upgrades.\n")
 	fmt.Fprintf(&b, "Every figure below comes from one run, on loopback, on this machine:\n\n")
 	fmt.Fprintf(&b, "- date: %s\n", started.UTC().Format("2006-01-02 15:04 MST"))
-	for _, m := range machine() {
+	for _, m := range machine(o.baton) {
 		fmt.Fprintf(&b, "- %s\n", m)
 	}
 	fmt.Fprintf(&b, "\n## Upgrades under load\n\n")
@@ -289,7 +295,7 @@ func writeOverhead(b *bytes.Buffer, r *overheadResult) {
 		fmt.Fprintf(b, "The throughput goal (≥ %.2f) is met in %d of %d variants (lowest ratio %s). ", overheadGoal, met, total, pct(worst))
 	}
 	if r.batonLoad > 0 {
-		fmt.Fprintf(b, "baton itself used %v of CPU time during the %v the load ran against it (utime+stime from `/proc/PID/stat`, in ticks of 10 ms): it does not touch requests, so what differs between the two sides is noise: load generator, both servers and whatever else runs here share %s CPUs. ", r.batonCPU, r.batonLoad.Round(time.Second), strings.TrimPrefix(machine()[1], "CPUs (nproc): "))
+		fmt.Fprintf(b, "baton itself used %v of CPU time during the %v the load ran against it (utime+stime from `/proc/PID/stat`, in ticks of 10 ms): it does not touch requests, so what differs between the two sides is noise: load generator, both servers and whatever else runs here share %s CPUs. ", r.batonCPU, r.batonLoad.Round(time.Second), nproc())
 	}
 	b.WriteString("A ratio a few percent from 1 either way on one run is within what this machine varies from one period to the next (see the rounds above); compare several runs before reading more into it.\n")
 }
