@@ -30,6 +30,8 @@ type app struct {
 	Drain      string            // TOML body of [drain]
 	Restart    string            // TOML body of [restart]
 	RawCommand []string          // replaces the test binary as the command
+	Instances  int               // [service] instances; 0: the default
+	Upgrade    string            // more TOML lines for [upgrade] (strategy, steps)
 }
 
 func (a app) toml() string {
@@ -64,9 +66,14 @@ func (a app) toml() string {
 		}
 		return s
 	}
+	instances := ""
+	if a.Instances > 0 {
+		instances = fmt.Sprintf("instances = %d", a.Instances)
+	}
 	return fmt.Sprintf(`[service]
 command = [%s]
 environment = { %s }
+%s
 
 %s
 
@@ -75,16 +82,17 @@ environment = { %s }
 
 [upgrade]
 steering = %q
+%s
 
 [drain]
 %s
 
 [restart]
 %s
-`, strings.Join(quoted, ", "), strings.Join(envs, ", "),
+`, strings.Join(quoted, ", "), strings.Join(envs, ", "), instances,
 		or(a.Listeners, "[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:0\""),
 		or(a.Readiness, `check = "notify"`+"\ntimeout = \"10s\""),
-		or(a.Steering, "bpf"),
+		or(a.Steering, "bpf"), a.Upgrade,
 		or(a.Drain, `timeout = "10s"`),
 		or(a.Restart, `backoff = "50ms"`))
 }
@@ -238,7 +246,7 @@ func testLogger(w *syncBuffer) *slog.Logger {
 // requireSteering skips a test that needs kernel steering where baton may
 // not load BPF programs (not root, no CAP_BPF). CI runs as root.
 func requireSteering(t testing.TB) {
-	st, err := handoff.NewSteering()
+	st, err := handoff.NewWeightedSteering()
 	if err != nil {
 		t.Skipf("kernel steering unavailable: %v", err)
 	}

@@ -43,6 +43,7 @@ func TestMain(m *testing.M) {
 //	APP_NEVER_READY=1 serve, but never say READY=1
 //	APP_IGNORE_TERM=1 ignore SIGTERM (baton must SIGKILL it)
 //	APP_SHUTDOWN_LISTENER=1 shutdown(2) the inherited listeners, then exit
+//	APP_NO_ACCEPT=1   say READY=1 but never accept a connection
 //
 // GET / answers "hello from generation G pid P (version V)"; /slow?ms=N
 // waits N ms first; /crash exits at once with status 3.
@@ -70,6 +71,9 @@ func runApp() int {
 	srv := &http.Server{Handler: mux}
 	errc := make(chan error, len(lns))
 	for _, l := range lns {
+		if os.Getenv("APP_NO_ACCEPT") == "1" {
+			continue // holds its listeners but never accepts: connections wait in their queues
+		}
 		go func(l net.Listener) { errc <- srv.Serve(l) }(l)
 	}
 	for _, pc := range pcs {
