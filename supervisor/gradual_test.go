@@ -525,3 +525,35 @@ func get(hc *http.Client, url string) (string, error) {
 	}
 	return string(b), err
 }
+
+// TestGivenUpInstanceLeavesTheRouting: with no restarts allowed, an
+// instance that crashes is taken out of the steering and the others take
+// its share; the service gives up only with its last instance.
+func TestGivenUpInstanceLeavesTheRouting(t *testing.T) {
+	h := start(t, app{Version: "v1", Instances: 2, Restart: "max_tries = 0"})
+	first := h.gen(h.status(), 1)
+	if err := syscall.Kill(first.Instances[1].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("instance 1 gone", func(st supervisor.Status) bool { return len(h.gen(st, 1).Instances) == 1 })
+	byPID := map[int]int{}
+	for _, body := range freshBodies(t, h.url, 300) {
+		pid, _ := strconv.Atoi(strings.Fields(body)[5])
+		byPID[pid]++
+	}
+	if byPID[first.Instances[0].PID] != 300 {
+		t.Errorf("after instance 1 gave up, answers by pid %v; want all 300 from instance 0 (pid %d)", byPID, first.Instances[0].PID)
+	}
+	if err := syscall.Kill(first.Instances[0].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-h.done:
+		h.done <- err
+		if !errors.Is(err, supervisor.ErrGaveUp) {
+			t.Errorf("Run: %v, want ErrGaveUp", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("baton did not give up after its last instance did")
+	}
+}
