@@ -84,3 +84,30 @@ func TestExecRunsAsTheGivenUser(t *testing.T) {
 		t.Errorf("check as nobody: %v", err)
 	}
 }
+
+func TestExecCheckRunsOnce(t *testing.T) {
+	if _, err := (Exec{Command: []string{"/bin/sh", "-c", "exit 0"}}).Check(context.Background()); err != nil {
+		t.Errorf("pass: %v", err)
+	}
+	_, err := Exec{Command: []string{"/bin/sh", "-c", "echo degraded; exit 1"}}.Check(context.Background())
+	var ce *CommandError
+	if !errors.As(err, &ce) || ce.Kind != "exec check" || ce.Output != "degraded" {
+		t.Errorf("fail: %v", err)
+	}
+	if _, err := (Exec{}).Check(context.Background()); err == nil {
+		t.Error("no command: no error")
+	}
+}
+
+// TestExecCheckAsAProbe: Once bounds an exec check by the probe's timeout
+// and kills it.
+func TestExecCheckAsAProbe(t *testing.T) {
+	start := time.Now()
+	_, err := Once(context.Background(), Exec{Command: []string{"/bin/sh", "-c", "sleep 30"}}, 50*time.Millisecond)
+	if !errors.Is(err, ErrTimeout) {
+		t.Errorf("err = %v; want ErrTimeout", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %v", took)
+	}
+}
