@@ -41,6 +41,8 @@ const (
 	// DefaultErrorMetric, DefaultErrorLabel and DefaultErrorMatch pick
 	// server errors from client_golang's promhttp counter.
 	DefaultErrorMetric = "http_requests_total"
+	// DefaultMetricsPath is where the service serves its Prometheus page.
+	DefaultMetricsPath = "/metrics"
 	DefaultErrorLabel  = "code"
 	DefaultErrorMatch  = "5.."
 
@@ -76,9 +78,10 @@ type AnalysisConfig struct {
 	MinRequests  int           `toml:"min_requests"`
 	MinChecks    int           `toml:"min_checks"`
 
-	// MetricsURL is the page scraped for the error ratio; required when
+	// MetricsPath is the path of the page scraped for the error ratio, on
+	// each instance's own address (the supervisor knows it); required when
 	// Rules has error_ratio. The evaluator does not read it.
-	MetricsURL  string `toml:"metrics_url"`
+	MetricsPath string `toml:"metrics_path"`
 	ErrorMetric string `toml:"error_metric"`
 	ErrorLabel  string `toml:"error_label"`
 	ErrorMatch  string `toml:"error_match"` // a regexp, anchored (see Scrape)
@@ -102,7 +105,7 @@ func DefaultAnalysisConfig() AnalysisConfig {
 		Interval: DefaultAnalysisInterval, Measurements: DefaultMeasurements,
 		FailureLimit: DefaultFailureLimit, Rules: slices.Clone(DefaultRules),
 		MinRequests: DefaultMinRequests, MinChecks: DefaultMinChecks,
-		ErrorMetric: DefaultErrorMetric, ErrorLabel: DefaultErrorLabel, ErrorMatch: DefaultErrorMatch,
+		MetricsPath: DefaultMetricsPath, ErrorMetric: DefaultErrorMetric, ErrorLabel: DefaultErrorLabel, ErrorMatch: DefaultErrorMatch,
 		MaxCrashes:          DefaultMaxCrashes,
 		MaxErrorRatioFactor: DefaultMaxErrorRatioFactor, MaxErrorRatioMargin: DefaultMaxErrorRatioMargin,
 		MaxProbeFailureRatioFactor: DefaultMaxProbeFailureRatioFactor,
@@ -164,8 +167,8 @@ func (c AnalysisConfig) Validate() error {
 	}
 	if slices.Contains(c.Rules, RuleErrorRatio) {
 		switch {
-		case c.MetricsURL == "":
-			return bad("rule error_ratio needs metrics_url")
+		case c.MetricsPath == "":
+			return bad("rule error_ratio needs metrics_path")
 		case c.ErrorMetric == "":
 			return bad("rule error_ratio needs error_metric")
 		case c.ErrorLabel == "":

@@ -13,7 +13,7 @@ import (
 
 func TestDefaultAnalysisConfigIsValid(t *testing.T) {
 	c := DefaultAnalysisConfig()
-	c.MetricsURL = "http://127.0.0.1:9090/metrics"
+	c.MetricsPath = "/metrics"
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ measurements = 10
 failure_limit = 2
 rules = ["error_ratio", "rss", "cpu"]
 min_requests = 50
-metrics_url = "http://127.0.0.1:9090/metrics"
+metrics_path = "/metrics"
 error_metric = "grpc_server_handled_total"
 error_label = "grpc_code"
 error_match = "Internal|Unavailable"
@@ -58,7 +58,7 @@ max_cpu_margin = 0.5
 	want.Interval, want.Measurements, want.FailureLimit = 30*time.Second, 10, 2
 	want.Rules = []string{RuleErrorRatio, RuleRSS, RuleCPU}
 	want.MinRequests = 50
-	want.MetricsURL = "http://127.0.0.1:9090/metrics"
+	want.MetricsPath = "/metrics"
 	want.ErrorMetric, want.ErrorLabel, want.ErrorMatch = "grpc_server_handled_total", "grpc_code", "Internal|Unavailable"
 	want.MaxErrorRatioFactor = 1.5
 	want.MaxLatencyP99Margin = 100 * time.Millisecond
@@ -97,14 +97,14 @@ func TestAnalysisConfigValidate(t *testing.T) {
 		{"rules is empty", func(c *AnalysisConfig) { c.Rules = nil }},
 		{`unknown rule "latency"`, func(c *AnalysisConfig) { c.Rules = []string{"latency"} }},
 		{`"rss" twice`, func(c *AnalysisConfig) { c.Rules = []string{RuleRSS, RuleRSS} }},
-		{"metrics_url", func(c *AnalysisConfig) { c.MetricsURL = "" }},
+		{"metrics_path", func(c *AnalysisConfig) { c.MetricsPath = "" }},
 		{"error_metric", func(c *AnalysisConfig) { c.ErrorMetric = "" }},
 		{"error_label", func(c *AnalysisConfig) { c.ErrorLabel = "" }},
 		{"error match", func(c *AnalysisConfig) { c.ErrorMatch = "5(" }},
 	} {
 		t.Run(tc.key, func(t *testing.T) {
 			c := DefaultAnalysisConfig()
-			c.MetricsURL = "http://127.0.0.1:9090/metrics"
+			c.MetricsPath = "/metrics"
 			tc.change(&c)
 			err := c.Validate()
 			if !errors.Is(err, ErrAnalysisConfig) || !strings.Contains(err.Error(), tc.key) {

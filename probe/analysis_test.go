@@ -10,7 +10,7 @@ import (
 func allOn() AnalysisConfig {
 	c := DefaultAnalysisConfig()
 	c.Rules = append([]string(nil), allRules...)
-	c.MetricsURL = "http://127.0.0.1:1/metrics"
+	c.MetricsPath = "/metrics"
 	return c
 }
 
@@ -148,7 +148,7 @@ func TestAnalysisOfAFailingCandidate(t *testing.T) {
 	cand.Traffic = candidate.scrape(t).Since(c0)
 
 	cfg := DefaultAnalysisConfig()
-	cfg.MetricsURL = candidate.metricsURL
+	
 	cfg.FailureLimit = 1
 	a, err := NewAnalysis(cfg)
 	if err != nil {
@@ -193,7 +193,7 @@ func TestAnalysisVerdicts(t *testing.T) {
 		t.Run(tc.intervals, func(t *testing.T) {
 			cfg := DefaultAnalysisConfig()
 			cfg.Rules = []string{RuleErrorRatio, RuleProbeFailureRatio}
-			cfg.MetricsURL = "http://127.0.0.1:1/metrics"
+			cfg.MetricsPath = "/metrics"
 			if strings.ContainsRune(tc.intervals, 'F') {
 				cfg.Rules = append(cfg.Rules, RuleCrashes)
 			}
@@ -215,7 +215,7 @@ func TestAnalysisVerdicts(t *testing.T) {
 
 func TestAnalysisSummary(t *testing.T) {
 	cfg := DefaultAnalysisConfig()
-	cfg.MetricsURL = "http://127.0.0.1:1/metrics"
+	cfg.MetricsPath = "/metrics"
 	a, err := NewAnalysis(cfg)
 	if err != nil {
 		t.Fatal(err)
