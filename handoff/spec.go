@@ -13,6 +13,10 @@ type ListenerSpec struct {
 	Network string      // "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6" or "unix"
 	Address string      // "host:port" (host an IP literal or empty) or a unix socket path
 	Mode    os.FileMode // unix sockets only: permission bits of the socket file; 0 means 0666 minus umask
+	// Private: every instance gets a socket of its own on this address
+	// (TCP, port 0: a free port each), which no other process shares, so
+	// that a probe reaches exactly the instance it judges.
+	Private bool
 }
 
 // IsUnix reports whether the listener is a unix stream socket.

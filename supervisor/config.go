@@ -20,6 +20,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/baton-sh/baton/handoff"
+	"github.com/baton-sh/baton/probe"
 )
 
 // Defaults for the settings a config file leaves out.
@@ -50,6 +51,14 @@ const (
 	DefaultRestartResetAfter = 30 * time.Second
 	// DefaultDrainSignal asks the old generation to finish and exit.
 	DefaultDrainSignal = syscall.SIGTERM
+	// DefaultCheckTimeout bounds each try of an http or tcp readiness check.
+	DefaultCheckTimeout = probe.DefaultTimeout
+	// DefaultMaxReverts and DefaultRevertWindow: a third revert within an
+	// hour puts the service in the failed state.
+	DefaultMaxReverts   = 2
+	DefaultRevertWindow = time.Hour
+	// DefaultHookTimeout bounds each hook.
+	DefaultHookTimeout = probe.DefaultHookTimeout
 )
 
 // maxConfigSize is the most text ParseConfig takes. A config file is a few
@@ -64,6 +73,9 @@ type Config struct {
 	Listeners []handoff.ListenerSpec // in file order; at least one
 	Readiness ReadinessConfig
 	Upgrade   UpgradeConfig
+	Health    HealthConfig
+	Analysis  AnalysisConfig
+	Hooks     HooksConfig
 	Drain     DrainConfig
 	Restart   RestartConfig
 	Control   ControlConfig
@@ -113,11 +125,54 @@ type ServiceConfig struct {
 
 // ReadinessConfig says when a new generation is ready to take traffic.
 type ReadinessConfig struct {
-	Check    string        // "notify" (READY=1 on NOTIFY_SOCKET), "exec" or "delay"
+	Check    string        // "notify" (READY=1 on NOTIFY_SOCKET), "exec", "delay", "http" or "tcp"
 	Timeout  time.Duration // > 0
 	Command  []string      // exec only: ready once it exits 0
-	Interval time.Duration // exec only (else 0): time between tries
+	Interval time.Duration // exec, http, tcp (else 0): time between tries
 	Delay    time.Duration // delay only (else 0): ready this long after start if still running; < Timeout
+	Target   ProbeTarget   // http, tcp: what each try reaches
+	// CheckTimeout bounds each try of an http or tcp check (else 0).
+	CheckTimeout time.Duration
+}
+
+// ProbeTarget is what an http or tcp check reaches: the instance's own
+// socket of a private listener, so that a check judges exactly one process.
+type ProbeTarget struct {
+	Listener string // name of a private listener
+	Path     string // http: the path asked for, "/" by default
+	Host     string // http: the Host header, "" for the address
+	Body     string // http: the body must contain it; "" for any
+}
+
+// HealthConfig says how a generation is watched while it serves.
+type HealthConfig struct {
+	// Check is "http", "tcp" or "exec", or "" for no health checks.
+	Check    string
+	Target   ProbeTarget    // http, tcp
+	Command  []string       // exec
+	Schedule probe.Schedule // interval, timeout, thresholds, initial delay
+	// Watchdog, if set, is the longest a process may go without sending
+	// WATCHDOG=1 once ready (it gets WATCHDOG_USEC and WATCHDOG_PID).
+	Watchdog time.Duration
+}
+
+// AnalysisConfig says how a candidate is judged against the serving
+// generation during canary steps and probation. Enabled is false without
+// an [analysis] section.
+type AnalysisConfig struct {
+	Enabled bool
+	probe.AnalysisConfig
+	// Listener is the private listener whose address serves MetricsPath on
+	// each instance (the error ratio's source).
+	Listener string
+}
+
+// HooksConfig are commands run around an upgrade.
+type HooksConfig struct {
+	PreStart    []string      // before the candidate starts; failing aborts the upgrade
+	PostPromote []string      // once an upgrade is final (after probation)
+	PostRevert  []string      // after an automatic revert or an abort
+	Timeout     time.Duration // each hook's time limit
 }
 
 // Upgrade strategies ([upgrade] strategy).
@@ -144,6 +199,15 @@ type UpgradeConfig struct {
 	// Steps are the canary's shares, in increasing order, each 1-99; the
 	// last step is followed by 100%. Set for StrategyCanary only.
 	Steps []CanaryStep
+	// Probation is how long a promoted generation stays on probation: a
+	// crash, a failed health check or a failed analysis in that time
+	// reverts to the generation it replaced. 0: none.
+	Probation time.Duration
+	// A revert that makes more than MaxReverts within RevertWindow puts
+	// the service in the failed state, where upgrades are refused until
+	// one is forced (the revert itself still happens).
+	MaxReverts   int
+	RevertWindow time.Duration
 }
 
 // CanaryStep is one step of a canary upgrade.
@@ -312,6 +376,8 @@ func ListenersEqual(a, b *Config) error {
 			return fmt.Errorf("listener %q: network changed from %q to %q; %w", o.Name, o.Network, n.Network, ErrListenersChanged)
 		case o.Address != n.Address:
 			return fmt.Errorf("listener %q: address changed from %q to %q; %w", o.Name, o.Address, n.Address, ErrListenersChanged)
+		case o.Private != n.Private:
+			return fmt.Errorf("listener %q: private changed from %t to %t; %w", o.Name, o.Private, n.Private, ErrListenersChanged)
 		case o.Mode != n.Mode:
 			return fmt.Errorf("listener %q: mode changed from %s to %s; %w", o.Name, modeString(o.Mode), modeString(n.Mode), ErrListenersChanged)
 		}

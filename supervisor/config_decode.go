@@ -35,9 +35,17 @@ import (
 // checks read exactly these keys.
 var configKeys = map[string][]string{
 	"service":   {"name", "command", "directory", "environment", "user", "group", "supplementary_groups", "no_new_privs", "instances"},
-	"listener":  {"name", "address", "network", "mode"},
-	"readiness": {"check", "timeout", "command", "interval", "delay"},
-	"upgrade":   {"steering", "strategy", "steps"},
+	"listener":  {"name", "address", "network", "mode", "private"},
+	"readiness": {"check", "timeout", "command", "interval", "delay", "listener", "path", "host", "body", "check_timeout"},
+	"upgrade":   {"steering", "strategy", "steps", "probation", "max_reverts", "revert_window"},
+	"health": {"check", "listener", "path", "host", "body", "command", "interval", "timeout",
+		"success_threshold", "failure_threshold", "initial_delay", "watchdog"},
+	"analysis": {"listener", "interval", "measurements", "failure_limit", "rules", "min_requests", "min_checks",
+		"metrics_path", "error_metric", "error_label", "error_match", "max_crashes",
+		"max_error_ratio_factor", "max_error_ratio_margin", "max_probe_failure_ratio_factor",
+		"max_probe_failure_ratio_margin", "max_latency_p99_factor", "max_latency_p99_margin",
+		"max_rss_factor", "max_rss_margin", "max_cpu_factor", "max_cpu_margin"},
+	"hooks": {"pre_start", "post_promote", "post_revert", "timeout"},
 	"drain":     {"signal", "timeout", "grace"},
 	"restart":   {"max_tries", "backoff", "max_backoff", "reset_after"},
 	"control":   {"socket", "group"},
@@ -83,6 +91,7 @@ func decodeConfig(file, text string) (*Config, error) {
 // file leaves out is nil.
 type configSections struct {
 	service, readiness, upgrade, drain, restart map[string]any
+	health, analysis, hooks                     map[string]any
 	control, log, metrics                       map[string]any
 	environment                                 map[string]any // [service] environment
 	listeners                                   []map[string]any
@@ -98,6 +107,9 @@ func (p *parser) sections(tree map[string]any) (*configSections, error) {
 		{"service", &s.service},
 		{"readiness", &s.readiness},
 		{"upgrade", &s.upgrade},
+		{"health", &s.health},
+		{"analysis", &s.analysis},
+		{"hooks", &s.hooks},
 		{"drain", &s.drain},
 		{"restart", &s.restart},
 		{"control", &s.control},
@@ -283,10 +295,22 @@ func (p *parser) config(s *configSections) (*Config, error) {
 	if c.Listeners, err = p.listeners(s.listeners); err != nil {
 		return nil, err
 	}
-	if c.Readiness, err = p.readiness(s.readiness); err != nil {
+	if c.Readiness, err = p.readiness(s.readiness, c.Listeners); err != nil {
 		return nil, err
 	}
 	if c.Upgrade, err = p.upgrade(s.upgrade); err != nil {
+		return nil, err
+	}
+	if err := p.probation(s.upgrade, &c.Upgrade); err != nil {
+		return nil, err
+	}
+	if c.Health, err = p.health(s.health, c.Listeners); err != nil {
+		return nil, err
+	}
+	if c.Analysis, err = p.analysis(s.analysis, c.Listeners); err != nil {
+		return nil, err
+	}
+	if c.Hooks, err = p.hooks(s.hooks); err != nil {
 		return nil, err
 	}
 	if c.Drain, err = p.drain(s.drain); err != nil {

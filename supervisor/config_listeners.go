@@ -103,6 +103,16 @@ func (p *parser) listener(i int, t map[string]any) (handoff.ListenerSpec, error)
 	}
 	spec.Address = addr
 
+	if v := t["private"]; v != nil {
+		b, ok := v.(bool)
+		if !ok {
+			return spec, p.errorf(i, key("private"), "must be true or false, not %s", describe(v))
+		}
+		if b && (spec.IsUnix() || spec.IsPacket() || !strings.HasSuffix(addr, ":0")) {
+			return spec, p.errorf(i, key("private"), "a private listener gives each instance its own TCP port, so its address must be an IP with port 0, e.g. \"127.0.0.1:0\"; not %s %s", spec.Network, addr)
+		}
+		spec.Private = b
+	}
 	if v := t["mode"]; v != nil {
 		switch {
 		case !spec.IsUnix():

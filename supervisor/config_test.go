@@ -15,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/baton-sh/baton/handoff"
+	"github.com/baton-sh/baton/probe"
 )
 
 func configFile(name string) string { return filepath.Join("testdata", "config", name) }
@@ -29,7 +30,10 @@ func TestLoadConfigValid(t *testing.T) {
 			Log:       LogConfig{Format: "text"},
 			Listeners: listeners,
 			Readiness: ReadinessConfig{Check: "notify", Timeout: DefaultReadinessTimeout},
-			Upgrade:   UpgradeConfig{Steering: "auto", Strategy: StrategyBlueGreen},
+			Upgrade: UpgradeConfig{Steering: "auto", Strategy: StrategyBlueGreen,
+				MaxReverts: DefaultMaxReverts, RevertWindow: DefaultRevertWindow},
+			Analysis: AnalysisConfig{AnalysisConfig: probe.DefaultAnalysisConfig()},
+			Hooks:    HooksConfig{Timeout: DefaultHookTimeout},
 			Drain:     DrainConfig{Signal: syscall.SIGTERM, Timeout: DefaultDrainTimeout, Grace: DefaultDrainGrace},
 			Restart: RestartConfig{
 				MaxTries:   DefaultRestartMaxTries,
@@ -74,7 +78,9 @@ func TestLoadConfigValid(t *testing.T) {
 				},
 				Upgrade: UpgradeConfig{Steering: "bpf", Strategy: StrategyCanary, Steps: []CanaryStep{
 					{Weight: 10, Pause: 30 * time.Second}, {Weight: 50}, {Weight: 90, Pause: time.Minute},
-				}},
+				}, MaxReverts: DefaultMaxReverts, RevertWindow: DefaultRevertWindow},
+				Analysis: AnalysisConfig{AnalysisConfig: probe.DefaultAnalysisConfig()},
+				Hooks:    HooksConfig{Timeout: DefaultHookTimeout},
 				Drain:   DrainConfig{Signal: syscall.SIGQUIT, Timeout: 150 * time.Second, Grace: 0},
 				Restart: RestartConfig{MaxTries: 0, Backoff: time.Second, MaxBackoff: time.Minute, ResetAfter: 5 * time.Minute},
 			}
@@ -100,6 +106,39 @@ func TestLoadConfigValid(t *testing.T) {
 			return c
 		}},
 	}
+	tests = append(tests, []struct {
+		file string
+		want func(path string) *Config
+	}{
+		{"good-health.toml", func(path string) *Config {
+			c := defaults(path, http, handoff.ListenerSpec{Name: "admin", Network: "tcp", Address: "127.0.0.1:0", Private: true})
+			target := ProbeTarget{Listener: "admin", Path: "/ready", Host: "app.internal", Body: "ok"}
+			c.Readiness = ReadinessConfig{Check: "http", Timeout: DefaultReadinessTimeout, Interval: 100 * time.Millisecond,
+				CheckTimeout: 2 * time.Second, Target: target}
+			target.Path = "/healthz"
+			c.Health = HealthConfig{Check: "http", Target: target, Watchdog: 20 * time.Second, Schedule: probe.Schedule{
+				Interval: 5 * time.Second, Timeout: 500 * time.Millisecond, SuccessThreshold: 2, FailureThreshold: 4,
+				InitialDelay: time.Second, LatencySamples: probe.DefaultLatencySamples}}
+			c.Upgrade.Probation, c.Upgrade.MaxReverts, c.Upgrade.RevertWindow = time.Minute, 1, 30*time.Minute
+			a := probe.DefaultAnalysisConfig()
+			a.Interval, a.Measurements, a.FailureLimit, a.MinRequests, a.MinChecks = 10*time.Second, 6, 1, 50, 3
+			a.Rules = []string{"crashes", "error_ratio", "probe_failure_ratio", "latency_p99", "rss", "cpu"}
+			a.MaxLatencyP99Factor, a.MaxLatencyP99Margin, a.MaxRSSMargin, a.MaxCPUMargin = 3, 100*time.Millisecond, 64*probe.MiB, 0.5
+			c.Analysis = AnalysisConfig{Enabled: true, AnalysisConfig: a, Listener: "admin"}
+			c.Hooks = HooksConfig{PreStart: []string{"/srv/app/current/migrate", "expand"},
+				PostPromote: []string{"/srv/app/current/migrate", "contract"},
+				PostRevert:  []string{"/usr/local/bin/page", "reverted"}, Timeout: 2 * time.Minute}
+			return c
+		}},
+		{"good-health-exec.toml", func(path string) *Config {
+			c := defaults(path, http, handoff.ListenerSpec{Name: "probe", Network: "tcp6", Address: "[::1]:0", Private: true})
+			c.Readiness = ReadinessConfig{Check: "tcp", Timeout: DefaultReadinessTimeout, Interval: DefaultExecInterval,
+				CheckTimeout: DefaultCheckTimeout, Target: ProbeTarget{Listener: "probe", Path: "/"}}
+			c.Health = HealthConfig{Check: "exec", Command: []string{"/usr/local/bin/healthcheck", "--quick"},
+				Schedule: probe.Schedule{}.WithDefaults()}
+			return c
+		}},
+	}...)
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
 			path := configFile(tt.file)
@@ -123,6 +162,14 @@ func TestParseConfigInvalid(t *testing.T) {
 	}{
 		// TOML itself
 		{"bad-syntax.toml", "[[listener]] address", 6, nil},
+		// health, analysis, hooks
+		{"bad-health-no-private.toml", "[health] check", 9, nil},
+		{"bad-private-port.toml", "[[listener]] private", 7, nil},
+		{"bad-health-not-private.toml", "[health] listener", 14, nil},
+		{"bad-readiness-path-tcp.toml", "[readiness] path", 14, nil},
+		{"bad-analysis-rule.toml", "[analysis]", 12, nil},
+		{"bad-health-threshold.toml", "[health] failure_threshold", 14, nil},
+		{"bad-hook-command.toml", "[hooks] pre_start", 9, nil},
 		// instances and strategies
 		{"bad-instances-zero.toml", "[service] instances", 3, nil},
 		{"bad-instances-many.toml", "[service] instances", 3, nil},

@@ -18,10 +18,12 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/handoff"
 )
 
 var (
-	readinessChecks = []string{"notify", "exec", "delay"}
+	readinessChecks = []string{"notify", "exec", "delay", "http", "tcp"}
 	steerings       = []string{"auto", "bpf", "shared"}
 	strategies      = []string{StrategyBlueGreen, StrategyCanary, StrategyRolling}
 )
@@ -133,7 +135,7 @@ func (p *parser) command(elem int, v any, path ...string) ([]string, error) {
 	return argv, nil
 }
 
-func (p *parser) readiness(sec map[string]any) (ReadinessConfig, error) {
+func (p *parser) readiness(sec map[string]any, listeners []handoff.ListenerSpec) (ReadinessConfig, error) {
 	r := ReadinessConfig{Check: "notify", Timeout: DefaultReadinessTimeout}
 	key := func(k string) []string { return []string{"readiness", k} }
 	var err error
@@ -160,6 +162,10 @@ func (p *parser) readiness(sec map[string]any) (ReadinessConfig, error) {
 				return r, err
 			}
 		}
+	case "http", "tcp":
+		if err := p.readinessTarget(sec, &r, listeners); err != nil {
+			return r, err
+		}
 	case "delay":
 		if sec["delay"] == nil {
 			return r, p.errorf(-1, key("delay"), `missing: check = "delay" needs how long after start the service counts as ready, e.g. delay = "2s"`)
@@ -172,9 +178,16 @@ func (p *parser) readiness(sec map[string]any) (ReadinessConfig, error) {
 		}
 	}
 	// The keys of the other checks.
-	for _, k := range []struct{ key, check string }{{"command", "exec"}, {"interval", "exec"}, {"delay", "delay"}} {
-		if sec[k.key] != nil && r.Check != k.check {
-			return r, p.errorf(-1, key(k.key), "is only used by check = %q, and check is %q: remove %s, or set check = %q", k.check, r.Check, k.key, k.check)
+	for _, k := range []struct {
+		key    string
+		checks []string
+	}{
+		{"command", []string{"exec"}}, {"interval", []string{"exec", "http", "tcp"}}, {"delay", []string{"delay"}},
+		{"listener", []string{"http", "tcp"}}, {"check_timeout", []string{"http", "tcp"}},
+		{"path", []string{"http"}}, {"host", []string{"http"}}, {"body", []string{"http"}},
+	} {
+		if sec[k.key] != nil && !slices.Contains(k.checks, r.Check) {
+			return r, p.errorf(-1, key(k.key), "is only used by check = %s, and check is %q: remove %s, or set check = %q", strings.Join(k.checks, " or "), r.Check, k.key, k.checks[0])
 		}
 	}
 	return r, nil
