@@ -212,7 +212,7 @@ func withoutActivation(env []string) []string {
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "LISTEN_PIDFDID", shimNoNewPrivs, shimExeFD:
+		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "LISTEN_PIDFDID", "WATCHDOG_PID", shimNoNewPrivs, shimExeFD:
 			continue
 		}
 		out = append(out, kv)
@@ -220,8 +220,9 @@ func withoutActivation(env []string) []string {
 	return out
 }
 
-// RunShim is the exec shim: when os.Args[1] is ShimArg it sets LISTEN_PID to
-// its own pid (which the exec'd program keeps), clears the ambient
+// RunShim is the exec shim: when os.Args[1] is ShimArg it sets LISTEN_PID
+// (and WATCHDOG_PID, when WATCHDOG_USEC is set) to its own pid (which the
+// exec'd program keeps), clears the ambient
 // capabilities baton may hold, and execs the program named
 // in os.Args[2] with argv os.Args[3:]. It returns only when os.Args do not
 // ask for the shim; on failure it reports on stderr and exits 127, as a
@@ -248,6 +249,10 @@ func RunShim() {
 	}
 	if os.Getenv("LISTEN_FDS") != "" {
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
+	}
+	if os.Getenv("WATCHDOG_USEC") != "" {
+		// sd_watchdog_enabled(3): the keep-alives are asked of this pid.
+		os.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
 	}
 	// Capabilities baton was given to bind and steer (AmbientCapabilities=
 	// under systemd) are baton's, not the service's.
