@@ -169,9 +169,10 @@ func checkBPFObject(fd int, kind string) error {
 }
 
 // checkProgramMaps checks that the program uses exactly the three maps taken
-// over: a program and maps of two different steerings (a blue-green
-// Steering's socket array has the same shape as ours) would make changes that
-// the program never sees.
+// over: a program and maps of two different steerings would make changes
+// that the program never sees, and the shapes cannot tell them apart (the
+// socket array of another program, such as the blue-green steering earlier
+// batons used, may have the size of ours).
 func (w *WeightedSteering) checkProgramMaps(f WeightedFDs, info *ebpf.ProgramInfo) error {
 	used, ok := info.MapIDs()
 	if !ok {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 )
 
@@ -197,12 +198,8 @@ func TestWeightedFromFDsRefuses(t *testing.T) {
 	g.setGeneration(t, GenerationA, g.socks[0])
 	good := g.w.FDs()
 	other := newWeightedSteering(t).FDs()
-	blueGreen := newSteering(t)
-	plain, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = plain.Close() })
+	bgProg, bgSockets := blueGreenSteering(t)
+	plain := testMap(t, &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
 	// A number far above any fd this test opens: a freshly closed low
 	// number would be taken again by the duplicates WeightedSteeringFromFDs makes.
 	const closed = 900
@@ -232,9 +229,9 @@ func TestWeightedFromFDsRefuses(t *testing.T) {
 		{"a map as the program", with(func(f *WeightedFDs) { f.Program = good.Sockets }), "program", good.Sockets, unix.EINVAL, false},
 		{"the program as a map", with(func(f *WeightedFDs) { f.Counters = good.Program }), "counters map", good.Program, unix.EINVAL, false},
 		{"socket as the socket array", with(func(f *WeightedFDs) { f.Sockets = sock }), "socket array", sock, unix.EINVAL, false},
-		{"blue-green program", with(func(f *WeightedFDs) { f.Program = blueGreen.ProgramFD() }), "socket array", good.Sockets, unix.EINVAL, true},
-		{"blue-green socket array", with(func(f *WeightedFDs) { f.Sockets = blueGreen.MapFD() }), "socket array", blueGreen.MapFD(), unix.EINVAL, true},
-		{"blue-green socket array as the state", with(func(f *WeightedFDs) { f.State = blueGreen.MapFD() }), "state map", blueGreen.MapFD(), unix.EINVAL, false},
+		{"blue-green program", with(func(f *WeightedFDs) { f.Program = bgProg.FD() }), "socket array", good.Sockets, unix.EINVAL, true},
+		{"blue-green socket array", with(func(f *WeightedFDs) { f.Sockets = bgSockets.FD() }), "socket array", bgSockets.FD(), unix.EINVAL, true},
+		{"blue-green socket array as the state", with(func(f *WeightedFDs) { f.State = bgSockets.FD() }), "state map", bgSockets.FD(), unix.EINVAL, false},
 		{"state and counters swapped", with(func(f *WeightedFDs) { f.State, f.Counters = f.Counters, f.State }), "state map", good.Counters, unix.EINVAL, false},
 		{"another steering's state", with(func(f *WeightedFDs) { f.State = other.State }), "state map", other.State, unix.EINVAL, true},
 		{"another steering's program", with(func(f *WeightedFDs) { f.Program = other.Program }), "socket array", good.Sockets, unix.EINVAL, true},
@@ -269,6 +266,50 @@ func TestWeightedFromFDsRefuses(t *testing.T) {
 	if got := g.mustTraffic(t, 100); got[0] != 100 {
 		t.Fatalf("after refusals: accepted %v", got)
 	}
+}
+
+// blueGreenSteering makes what the blue-green steering of earlier batons
+// made: an SK_REUSEPORT program that selects slot 0 of its own socket array.
+// The array has the shape of a WeightedSteering's, so that only the check of
+// which maps the program uses can tell the two apart.
+func blueGreenSteering(t *testing.T) (*ebpf.Program, *ebpf.Map) {
+	t.Helper()
+	sockets := testMap(t, &ebpf.MapSpec{
+		Name: "test_bluegreen", Type: ebpf.ReusePortSockArray,
+		KeySize: 4, ValueSize: 8, MaxEntries: weightedSlots,
+	})
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:       "test_bluegreen",
+		Type:       ebpf.SkReuseport,
+		AttachType: ebpf.AttachSkReuseportSelect,
+		License:    programLicense,
+		Instructions: asm.Instructions{
+			asm.StoreImm(asm.R10, -4, 0, asm.Word), // key 0 (u32) at fp-4
+			asm.LoadMapPtr(asm.R2, sockets.FD()),   // r2 = socket array
+			asm.Mov.Reg(asm.R3, asm.R10),           // r3 = fp
+			asm.Add.Imm(asm.R3, -4),                // r3 = &key
+			asm.Mov.Imm(asm.R4, 0),                 // r4 = flags
+			asm.FnSkSelectReuseport.Call(),         // select slot 0 (r1 is still ctx)
+			asm.Mov.Imm(asm.R0, skPass),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		t.Fatalf("load a blue-green program: %v", err)
+	}
+	t.Cleanup(func() { _ = prog.Close() })
+	return prog, sockets
+}
+
+// testMap creates a BPF map closed at the end of the test.
+func testMap(t *testing.T, spec *ebpf.MapSpec) *ebpf.Map {
+	t.Helper()
+	m, err := ebpf.NewMap(spec)
+	if err != nil {
+		t.Fatalf("create %s map: %v", spec.Type, err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return m
 }
 
 func countFDsAndMappings(t *testing.T) (fds, bpfMaps int) {

@@ -13,38 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Generations of a WeightedSteering: A is the one serving (the old one during
-// an upgrade), B the one taking a share.
-const (
-	GenerationA = 0
-	GenerationB = 1
-)
-
-// WeightedInstances is how many sockets (one per instance) a generation can have.
-const WeightedInstances = 32
-
-// ErrEmptyGeneration is wrapped by the error of a change that would give a
-// share of new connections to a generation without sockets.
-var ErrEmptyGeneration = errors.New("generation has a share of new connections but no sockets")
-
-// WeightedCounts are the program's counters, cumulative since
-// NewWeightedSteering: the share of a step is the difference of two snapshots.
-type WeightedCounts struct {
-	// A and B are the new connections the program put on each slot of the
-	// generation (SetGeneration says which socket sits in which slot).
-	A, B [WeightedInstances]uint64
-	// Fallback counts the connections, new or migrating, that the program
-	// could not place: the chosen slot was empty (its socket was closed
-	// while still in it) or held another group's socket. The kernel's hash
-	// chose among all the group's sockets for them, whatever their
-	// generation. Nonzero means the ordering rules were broken.
-	Fallback uint64
-	// Migrated counts the connections queued on a closing socket that the
-	// program moved to another socket (only when Migrates is true). Zero when
-	// every retired socket was drained before it was closed.
-	Migrated uint64
-}
-
 const (
 	weightedSlots    = 2 * WeightedInstances
 	counterFallback  = weightedSlots     // counter slot for Fallback
@@ -71,12 +39,13 @@ const (
 )
 
 // weightedState is the state word the program reads, unpacked. The program
-// knows only halves of the socket array, lower (slots 0-31) and upper
-// (32-63); which half is A is Go's business (see Swap). Packed into one u64:
+// knows only halves of the socket array, lower (slots 0 to N-1) and upper
+// (N to 2N-1), N being WeightedInstances; which half is A is Go's business
+// (see Swap). Packed into one u64:
 //
 //	bits  0-7   percent (0-100) of new connections that go to the upper half
-//	bits  8-15  sockets in the lower half: slots 0 .. n-1 (0-32)
-//	bits 16-23  sockets in the upper half: slots 32 .. 32+n-1 (0-32)
+//	bits  8-15  sockets in the lower half: slots 0 .. n-1 (0-N)
+//	bits 16-23  sockets in the upper half: slots N .. N+n-1 (0-N)
 //	bit  24     the upper half is generation A (set after an odd number of
 //	            Swaps); the program ignores it
 //	bits 25-63  zero
@@ -338,9 +307,9 @@ func weightedLoadError(what string, err error) error {
 func (w *WeightedSteering) Migrates() bool { return w.migrates }
 
 // Attach attaches the program to the reuseport group of the socket fd,
-// replacing any program the group had (a blue-green Steering's included: a
-// group is steered by one of them). The group keeps the program and its maps
-// while any of its sockets lives, even after Close.
+// replacing any program the group had: a group runs one program. The group
+// keeps the program and its maps while any of its sockets lives, even after
+// Close.
 func (w *WeightedSteering) Attach(fd int) error {
 	err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_EBPF, w.prog.FD())
 	switch {

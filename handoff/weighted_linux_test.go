@@ -474,6 +474,7 @@ func TestWeightedSteeringRefuses(t *testing.T) {
 	g := newWeightedGroup(t, 3)
 	a, b := g.socks[0], g.socks[1]
 	notListening, _ := reuseportSocket(t, unix.SOCK_STREAM, 0, 0, false)
+	noReuseport := plainListener(t)
 	var pipe [2]int
 	if err := unix.Pipe2(pipe[:], unix.O_CLOEXEC); err != nil {
 		t.Fatalf("pipe: %v", err)
@@ -488,12 +489,13 @@ func TestWeightedSteeringRefuses(t *testing.T) {
 	}
 	setWeight := func(w int) func() error { return func() error { return g.w.SetWeight(w) } }
 
-	for _, tc := range []struct {
+	type refusal struct {
 		name  string
 		setup func() error // run before, must succeed
 		call  func() error
 		want  error
-	}{
+	}
+	refusals := []refusal{
 		{"B before A", nil, setGen(GenerationB, b.fd), ErrEmptyGeneration},
 		{"a weight for B while B is empty", setGen(GenerationA, a.fd), setWeight(10), ErrEmptyGeneration},
 		{"emptying B while it has a weight", func() error {
@@ -507,8 +509,17 @@ func TestWeightedSteeringRefuses(t *testing.T) {
 		{"one socket twice", nil, setGen(GenerationA, a.fd, a.fd), unix.EINVAL},
 		{"A's socket into B", nil, setGen(GenerationB, b.fd, a.fd), unix.EBUSY},
 		{"a socket not listening", nil, setGen(GenerationA, a.fd, notListening.fd), unix.EINVAL},
+		{"listening without SO_REUSEPORT", nil, setGen(GenerationA, a.fd, noReuseport.fd), unix.EINVAL},
 		{"not a socket", nil, setGen(GenerationA, pipe[0]), unix.ENOTSOCK},
-	} {
+	}
+	if fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_MPTCP); err != nil {
+		t.Logf("kernel refuses MPTCP sockets (%v): not trying one", err)
+	} else {
+		_ = unix.Close(fd) // only a probe
+		mptcp, _ := reuseportSocket(t, unix.SOCK_STREAM, unix.IPPROTO_MPTCP, 0, true)
+		refusals = append(refusals, refusal{"an MPTCP listener", nil, setGen(GenerationA, a.fd, mptcp.fd), errnoENOTSUPP})
+	}
+	for _, tc := range refusals {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.setup != nil {
 				if err := tc.setup(); err != nil {
@@ -533,6 +544,40 @@ func TestWeightedSteeringRefuses(t *testing.T) {
 	got := g.mustTraffic(t, 1000)
 	if got[0]+got[1] != 1000 || got[1] < 50 || got[1] > 150 {
 		t.Fatalf("after refusals: A accepted %d, B %d", got[0], got[1])
+	}
+}
+
+// plainListener is a TCP socket listening on a free port of 127.0.0.1
+// without SO_REUSEPORT.
+func plainListener(t *testing.T) *testSocket {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("socket: %v", err)
+	}
+	s := &testSocket{fd: fd}
+	t.Cleanup(s.close)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("bind: %v", err)
+	}
+	if err := unix.Listen(fd, 16); err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	return s
+}
+
+// TestWeightedSteeringUnsetLeavesTheHash: attached, but before any
+// generation is set, the program places nothing and counts nothing, and the
+// kernel's hash spreads connections over the group as without a program.
+func TestWeightedSteeringUnsetLeavesTheHash(t *testing.T) {
+	g := newWeightedGroup(t, 2)
+	got := g.mustTraffic(t, 200)
+	t.Logf("hash spread with no generation set: %v", got)
+	if got[0] == 0 || got[1] == 0 {
+		t.Fatalf("accepted %v: the kernel's hash would use both sockets", got)
+	}
+	if c := g.counts(t); c != (WeightedCounts{}) {
+		t.Fatalf("counters %+v, want all zero", c)
 	}
 }
 

@@ -3,30 +3,14 @@
 package handoff
 
 import (
-	"errors"
 	"fmt"
+	"runtime"
 )
 
-// Generations of a WeightedSteering: A is the one serving (the old one during
-// an upgrade), B the one taking a share.
-const (
-	GenerationA = 0
-	GenerationB = 1
-)
-
-// WeightedInstances is how many sockets (one per instance) a generation can have.
-const WeightedInstances = 32
-
-// ErrEmptyGeneration is wrapped by the error of a change that would give a
-// share of new connections to a generation without sockets.
-var ErrEmptyGeneration = errors.New("generation has a share of new connections but no sockets")
-
-// WeightedCounts are the program's counters; see the Linux version.
-type WeightedCounts struct {
-	A, B     [WeightedInstances]uint64
-	Fallback uint64
-	Migrated uint64
-}
+// errNotLinux is what every function here and in queue_other.go returns:
+// SO_REUSEPORT socket selection by BPF and the queue length queries exist
+// only on Linux.
+var errNotLinux = fmt.Errorf("%w on %s: needs Linux", ErrSteeringUnsupported, runtime.GOOS)
 
 // WeightedSteering splits new connections between generations by weight in
 // the kernel. Off Linux it cannot be created: NewWeightedSteering always fails.
