@@ -18,8 +18,13 @@ const (
 	GenerationB = 1
 )
 
-// WeightedInstances is how many sockets (one per instance) a generation can have.
-const WeightedInstances = 32
+// WeightedInstances is how many sockets (one per instance) a generation can
+// have. The socket array holds twice as many, one half per generation, and
+// the state word counts each half's sockets in 8 bits, so it must stay at
+// most 255 (weighted_linux.go checks that at compile time). A steering made
+// with another value has maps of another size and is refused by
+// WeightedSteeringFromFDs.
+const WeightedInstances = 64
 
 // ErrEmptyGeneration is wrapped by the error of a change that would give a
 // share of new connections to a generation without sockets.

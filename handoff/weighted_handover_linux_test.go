@@ -200,6 +200,8 @@ func TestWeightedFromFDsRefuses(t *testing.T) {
 	other := newWeightedSteering(t).FDs()
 	bgProg, bgSockets := blueGreenSteering(t)
 	plain := testMap(t, &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	// A socket array sized for half as many instances per generation.
+	smaller := testMap(t, &ebpf.MapSpec{Type: ebpf.ReusePortSockArray, KeySize: 4, ValueSize: 8, MaxEntries: weightedSlots / 2})
 	// A number far above any fd this test opens: a freshly closed low
 	// number would be taken again by the duplicates WeightedSteeringFromFDs makes.
 	const closed = 900
@@ -232,6 +234,7 @@ func TestWeightedFromFDsRefuses(t *testing.T) {
 		{"blue-green program", with(func(f *WeightedFDs) { f.Program = bgProg.FD() }), "socket array", good.Sockets, unix.EINVAL, true},
 		{"blue-green socket array", with(func(f *WeightedFDs) { f.Sockets = bgSockets.FD() }), "socket array", bgSockets.FD(), unix.EINVAL, true},
 		{"blue-green socket array as the state", with(func(f *WeightedFDs) { f.State = bgSockets.FD() }), "state map", bgSockets.FD(), unix.EINVAL, false},
+		{"socket array of another size", with(func(f *WeightedFDs) { f.Sockets = smaller.FD() }), "socket array", smaller.FD(), unix.EINVAL, false},
 		{"state and counters swapped", with(func(f *WeightedFDs) { f.State, f.Counters = f.Counters, f.State }), "state map", good.Counters, unix.EINVAL, false},
 		{"another steering's state", with(func(f *WeightedFDs) { f.State = other.State }), "state map", other.State, unix.EINVAL, true},
 		{"another steering's program", with(func(f *WeightedFDs) { f.Program = other.Program }), "socket array", good.Sockets, unix.EINVAL, true},

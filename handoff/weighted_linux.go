@@ -13,6 +13,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// The state word counts a half's sockets in 8 bits: a WeightedInstances
+// above 255 does not compile.
+const _ uint8 = WeightedInstances
+
 const (
 	weightedSlots    = 2 * WeightedInstances
 	counterFallback  = weightedSlots     // counter slot for Fallback

@@ -566,6 +566,48 @@ func plainListener(t *testing.T) *testSocket {
 	return s
 }
 
+// TestWeightedSteeringFullGenerations fills both generations with
+// WeightedInstances sockets each: every one of them takes its even part of
+// its generation's half, up to the last slot of the upper half, and one
+// socket more is refused.
+func TestWeightedSteeringFullGenerations(t *testing.T) {
+	const n = WeightedInstances
+	g := newWeightedGroup(t, 2*n+1)
+	a, b, extra := g.socks[:n], g.socks[n:2*n], g.socks[2*n]
+	g.setGeneration(t, GenerationA, a...)
+	g.setGeneration(t, GenerationB, b...)
+	g.setWeight(t, 50)
+	checkSlots(t, g.w, GenerationA, a...)
+	checkSlots(t, g.w, GenerationB, b...)
+
+	const perSocket = 100 // expected at weight 50; chance keeps each within 40-160 (6 sigma)
+	before := g.counts(t)
+	got := g.mustTraffic(t, 2*n*perSocket)
+	checkWeightedCounts(t, before, g.counts(t), got[:n], got[n:2*n])
+	t.Logf("%d connections: A's sockets took %v, B's %v", 2*n*perSocket, got[:n], got[n:2*n])
+	for i, k := range got[:2*n] {
+		if k < perSocket*4/10 || k > perSocket*16/10 {
+			t.Errorf("socket %d of %s took %d connections, want %d ± 60%%", i%n, generationName(i/n), k, perSocket)
+		}
+	}
+	if got[2*n] != 0 {
+		t.Errorf("the socket in no generation took %d connections", got[2*n])
+	}
+
+	for gen, socks := range [][]*testSocket{a, b} {
+		word := *g.w.word
+		err := g.w.SetGeneration(gen, weightedFDs(append(slices.Clone(socks), extra)...))
+		if !errors.Is(err, unix.EINVAL) {
+			t.Fatalf("SetGeneration(%s, %d sockets): %v, want an error wrapping EINVAL", generationName(gen), n+1, err)
+		}
+		t.Log(err)
+		if *g.w.word != word {
+			t.Fatalf("refused: state word changed from %#x to %#x", word, *g.w.word)
+		}
+		checkSlots(t, g.w, gen, socks...)
+	}
+}
+
 // TestWeightedSteeringUnsetLeavesTheHash: attached, but before any
 // generation is set, the program places nothing and counts nothing, and the
 // kernel's hash spreads connections over the group as without a program.
@@ -699,7 +741,7 @@ func TestWeightedStateWord(t *testing.T) {
 	}{
 		{weightedState{}, 0},
 		{weightedState{upperWeight: 10, count: [2]int{4, 3}}, 0x03_04_0a},
-		{weightedState{upperWeight: 100, count: [2]int{32, 32}, upperIsA: true}, 0x1_20_20_64},
+		{weightedState{upperWeight: 100, count: [2]int{WeightedInstances, WeightedInstances}, upperIsA: true}, 0x1_40_40_64},
 	} {
 		if w := tc.st.word(); w != tc.word {
 			t.Errorf("%+v packs to %#x, want %#x", tc.st, w, tc.word)
