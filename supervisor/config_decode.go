@@ -45,12 +45,12 @@ var configKeys = map[string][]string{
 		"max_error_ratio_factor", "max_error_ratio_margin", "max_probe_failure_ratio_factor",
 		"max_probe_failure_ratio_margin", "max_latency_p99_factor", "max_latency_p99_margin",
 		"max_rss_factor", "max_rss_margin", "max_cpu_factor", "max_cpu_margin"},
-	"hooks": {"pre_start", "post_promote", "post_revert", "timeout"},
-	"drain":     {"signal", "timeout", "grace"},
-	"restart":   {"max_tries", "backoff", "max_backoff", "reset_after"},
-	"control":   {"socket", "group"},
-	"log":       {"format"},
-	"metrics":   {"address"},
+	"hooks":   {"pre_start", "post_promote", "post_revert", "timeout"},
+	"drain":   {"signal", "timeout", "grace"},
+	"restart": {"max_tries", "backoff", "max_backoff", "reset_after"},
+	"control": {"socket", "group"},
+	"log":     {"format"},
+	"metrics": {"address"},
 }
 
 // stepKeys are the keys of each of [upgrade] steps.

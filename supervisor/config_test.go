@@ -34,7 +34,7 @@ func TestLoadConfigValid(t *testing.T) {
 				MaxReverts: DefaultMaxReverts, RevertWindow: DefaultRevertWindow},
 			Analysis: AnalysisConfig{AnalysisConfig: probe.DefaultAnalysisConfig()},
 			Hooks:    HooksConfig{Timeout: DefaultHookTimeout},
-			Drain:     DrainConfig{Signal: syscall.SIGTERM, Timeout: DefaultDrainTimeout, Grace: DefaultDrainGrace},
+			Drain:    DrainConfig{Signal: syscall.SIGTERM, Timeout: DefaultDrainTimeout, Grace: DefaultDrainGrace},
 			Restart: RestartConfig{
 				MaxTries:   DefaultRestartMaxTries,
 				Backoff:    DefaultRestartBackoff,
@@ -81,8 +81,8 @@ func TestLoadConfigValid(t *testing.T) {
 				}, MaxReverts: DefaultMaxReverts, RevertWindow: DefaultRevertWindow},
 				Analysis: AnalysisConfig{AnalysisConfig: probe.DefaultAnalysisConfig()},
 				Hooks:    HooksConfig{Timeout: DefaultHookTimeout},
-				Drain:   DrainConfig{Signal: syscall.SIGQUIT, Timeout: 150 * time.Second, Grace: 0},
-				Restart: RestartConfig{MaxTries: 0, Backoff: time.Second, MaxBackoff: time.Minute, ResetAfter: 5 * time.Minute},
+				Drain:    DrainConfig{Signal: syscall.SIGQUIT, Timeout: 150 * time.Second, Grace: 0},
+				Restart:  RestartConfig{MaxTries: 0, Backoff: time.Second, MaxBackoff: time.Minute, ResetAfter: 5 * time.Minute},
 			}
 		}},
 		{"good-delay.toml", func(path string) *Config {

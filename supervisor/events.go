@@ -9,16 +9,21 @@ import (
 
 // Kinds of Event, one per step of a generation's life.
 const (
-	EventSpawned  = "spawned"  // a process of the generation started
-	EventReady    = "ready"    // it passed its readiness check (Duration: time to ready)
-	EventPromoted = "promoted" // new connections go to it (Replaces: the generation it replaced)
-	EventFailed   = "failed"   // the upgrade to it failed (Reason); Gen 0: the upgrade could not even start (a broken config, say)
-	EventDraining = "draining" // unrouted, its accept queues are emptying
-	EventStopping = "stopping" // its stop signal was sent (Reason)
-	EventRetired  = "retired"  // its process exited and its sockets are closed (Duration: since it was replaced)
-	EventCrashed  = "crashed"  // a serving process exited on its own (Reason: exit status)
-	EventGaveUp   = "gave-up"  // it crashed more often than [restart] max_tries allows
-	EventStep     = "step"     // the candidate's share changed (Weight; Duration: the step's pause, 0 for a hold)
+	EventSpawned     = "spawned"      // a process of the generation started
+	EventReady       = "ready"        // it passed its readiness check (Duration: time to ready)
+	EventPromoted    = "promoted"     // new connections go to it (Replaces: the generation it replaced)
+	EventFailed      = "failed"       // the upgrade to it failed (Reason); Gen 0: the upgrade could not even start (a broken config, say)
+	EventDraining    = "draining"     // unrouted, its accept queues are emptying
+	EventStopping    = "stopping"     // its stop signal was sent (Reason)
+	EventRetired     = "retired"      // its process exited and its sockets are closed (Duration: since it was replaced)
+	EventCrashed     = "crashed"      // a serving process exited on its own (Reason: exit status)
+	EventGaveUp      = "gave-up"      // it crashed more often than [restart] max_tries allows
+	EventStep        = "step"         // the candidate's share changed (Weight; Duration: the step's pause, 0 for a hold)
+	EventUnhealthy   = "unhealthy"    // a process failed its health check or watchdog (Reason)
+	EventConfirmed   = "confirmed"    // the promoted generation passed its probation (Duration: the probation)
+	EventReverted    = "reverted"     // the generation on probation was reverted (Reason); Replaces: the one that serves again
+	EventFailedState = "failed-state" // too many reverts: upgrades are refused until one is forced (Reason)
+	EventAnalysis    = "analysis"     // one measurement of the canary analysis (Reason: its figures)
 )
 
 // Event is one step of a generation's life. Every step is also one log line.

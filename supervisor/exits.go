@@ -98,6 +98,10 @@ func (s *Supervisor) retire(g *generation) {
 		in.closeSockets()
 	}
 	g.instances = nil
+	if g.exeFile != nil {
+		_ = g.exeFile.Close() // O_PATH: nothing to flush; a rollback keeps its own copy
+		g.exeFile = nil
+	}
 	for i, x := range s.gens {
 		if x == g {
 			s.gens = append(s.gens[:i], s.gens[i+1:]...)
@@ -152,7 +156,17 @@ func (s *Supervisor) onExit(p *process) {
 		if in.proc == nil && slices.Contains(g.instances, in) {
 			s.retireInstance(in)
 		}
+	case g == s.probation:
+		g.crashes++
+		s.log.Warn("process exited during probation", "gen", g.id, "instance", in.index, "pid", p.pid, "status", how)
+		s.revert(g, fmt.Sprintf("instance %d crashed during probation: %s", in.index, how))
+		if g == s.serving {
+			s.onCrash(in, p, how) // it serves until the reverted generation is ready
+		} else if in.state == instRunning {
+			s.drainInstance(in, "reverted")
+		}
 	default:
+		g.crashes++
 		s.onCrash(in, p, how)
 	}
 }
@@ -198,8 +212,11 @@ func (s *Supervisor) onCrash(in *instance, p *process, how string) {
 		delay = rc.MaxBackoff
 	}
 	level := "process crashed; restarting"
-	if p.notReady {
+	switch {
+	case p.notReady:
 		level = "process was not ready in time; restarting"
+	case p.unhealthy != "":
+		level = "process stopped after a liveness failure; restarting"
 	}
 	s.log.Warn(level, "gen", g.id, "instance", in.index, "pid", p.pid, "status", how, "in", delay,
 		"attempt", in.crashes, "max_tries", rc.MaxTries)
@@ -209,7 +226,7 @@ func (s *Supervisor) onCrash(in *instance, p *process, how string) {
 
 func (s *Supervisor) restart(in *instance) {
 	g := in.gen
-	if g != s.serving || in.proc != nil || in.state != instRunning || s.stopping {
+	if (g != s.serving && g != s.standby) || in.proc != nil || in.state != instRunning || s.stopping {
 		return
 	}
 	in.restarts++

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/baton-sh/baton/handoff"
+	"github.com/baton-sh/baton/probe"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,12 +29,13 @@ const (
 	genStarting genState = iota // the candidate: started, no share of new connections yet
 	genCanary                   // the candidate with a share of new connections (a canary step, or a rolling update under way)
 	genServing                  // routed: new connections reach it
+	genStandby                  // replaced, kept running and unrouted while its successor is on probation
 	genDraining                 // unrouted, its instances draining
 	genStopping                 // stop signal sent to every instance, waiting for them to exit
 )
 
 func (st genState) String() string {
-	return [...]string{"starting", "canary", "serving", "draining", "stopping"}[st]
+	return [...]string{"starting", "canary", "serving", "standby", "draining", "stopping"}[st]
 }
 
 // generation is one version of the service: Instances processes of one
@@ -64,10 +66,21 @@ type generation struct {
 	rollback   bool      // started by a rollback, from the previous generation's config
 	direct     bool      // promoted once ready, whatever the strategy: a rollback, or a first generation
 	stepBegun  bool      // canary: the current step's weight is set
-	exe        string    // resolved executable of the last process started
-	exeSHA256  string    // its SHA-256 (hex) at that time
-	gaveUp     bool      // every instance crashed more than [restart] max_tries allows
-	nextIndex  int       // index for the next instance
+	exe        string    // the executable, as resolved when it was pinned
+	exeSHA256  string    // SHA-256 (hex) of what runs: the pinned file
+	// exeFile is the executable, opened once (O_PATH) when the first
+	// instance starts: every process of the generation runs this file,
+	// even after a deploy renamed another over its path or deleted it.
+	exeFile   *os.File
+	gaveUp    bool // every instance crashed more than [restart] max_tries allows
+	crashes   int  // processes that exited on their own while it served or was a candidate
+	unhealthy int  // liveness failures
+	// Probation (see probation.go): when it ends, and the timer for it.
+	probationEnd   time.Time
+	probationTimer *time.Timer
+	reverting      string // being replaced by a revert: why
+	revertOf       string // started by a revert (of the generation on probation): why
+	nextIndex      int    // index for the next instance
 }
 
 type instState int
@@ -87,7 +100,8 @@ type instance struct {
 	gen     *generation
 	index   int               // 0-based, for logs and BATON_INSTANCE; unique within the generation
 	sockets []*handoff.Socket // one per listener, in listener order
-	owned   []bool            // sockets[i] belongs to this instance (steered)
+	owned   []bool            // sockets[i] belongs to this instance and is steered
+	private []bool            // sockets[i] belongs to this instance, on a private listener
 	routed  bool              // its steered sockets sit in the steering program's slots (shared mode: it counts as taking traffic)
 	// everRouted: it has been routed, so its queues may hold connections
 	// and it drains before it stops.
@@ -116,15 +130,27 @@ type process struct {
 	exited     bool
 	stopSent   bool
 	notReady   bool   // stopped because it missed its readiness deadline
+	unhealthy  string // stopped because of a liveness failure: why
 	status     string // last STATUS= it sent
 	cancel     context.CancelFunc
 	readyTimer *time.Timer
 	killTimer  *time.Timer
+	// Once ready: its health prober (nil without [health] check) and
+	// watchdog deadline (nil without [health] watchdog).
+	prober        *probe.Prober
+	healthCancel  context.CancelFunc
+	watchdogTimer *time.Timer
 }
 
 func (p *process) stopTimers() {
 	if p.cancel != nil {
 		p.cancel()
+	}
+	if p.healthCancel != nil {
+		p.healthCancel()
+	}
+	if p.watchdogTimer != nil {
+		p.watchdogTimer.Stop()
 	}
 	if p.readyTimer != nil {
 		p.readyTimer.Stop()
@@ -154,7 +180,8 @@ func (s *Supervisor) addInstance(g *generation) (*instance, error) {
 			return nil, fmt.Errorf("generation %d instance %d: %w", g.id, in.index, err)
 		}
 		in.sockets = append(in.sockets, sock)
-		in.owned = append(in.owned, owned)
+		in.owned = append(in.owned, owned && l.mode != ModePrivate)
+		in.private = append(in.private, l.mode == ModePrivate)
 	}
 	if err := s.spawn(in); err != nil {
 		in.closeSockets()
@@ -195,27 +222,95 @@ func (s *Supervisor) abandon(g *generation) {
 // connections still queued in them move to a routed socket.
 func (in *instance) closeSockets() {
 	for i, sock := range in.sockets {
-		if in.owned[i] {
+		if in.owned[i] || in.private[i] {
 			_ = sock.Close() // nothing to do about a failed close of a socket we give up
 		}
 	}
-	in.sockets, in.owned = nil, nil
+	in.sockets, in.owned, in.private = nil, nil, nil
 }
 
-// steered reports whether the instance has a socket of its own.
+// address is the address of the instance's socket of listener i (for a
+// private listener, its own port).
+func (in *instance) address(i int) string {
+	if i < len(in.sockets) {
+		return in.sockets[i].Addr()
+	}
+	return ""
+}
+
+// steered reports whether the instance has a steered socket of its own.
 func (in *instance) steered() bool {
 	return slices.Contains(in.owned, true)
 }
+
+// pinned is a generation's config and executable kept after it retired,
+// for a rollback or revert to start it again exactly.
+type pinned struct {
+	id   int
+	cfg  *Config
+	path string
+	file *os.File // O_PATH; owned by the pinned
+}
+
+func (p *pinned) close() {
+	if p != nil && p.file != nil {
+		_ = p.file.Close() // O_PATH: nothing to flush
+	}
+}
+
+// setPrevious pins g as what a rollback or revert starts from.
+func (s *Supervisor) setPrevious(g *generation) {
+	if g.exeFile == nil {
+		return // it never started a process
+	}
+	f, err := dupFile(g.exeFile)
+	if err != nil {
+		s.log.Warn("cannot keep the replaced generation's executable open; a rollback will look its command up again", "gen", g.id, "err", err)
+	}
+	s.previous.close()
+	s.previous = &pinned{id: g.id, cfg: g.cfg, path: g.exe, file: f}
+}
+
+// pin makes g run p's executable.
+func (g *generation) pin(p *pinned) error {
+	if p == nil || p.file == nil {
+		return nil // looked up again at the first spawn
+	}
+	f, err := dupFile(p.file)
+	if err != nil {
+		return fmt.Errorf("generation %d: the pinned executable of generation %d: %w", g.id, p.id, err)
+	}
+	g.exeFile, g.exe, g.exeSHA256 = f, p.path, fileSHA256(procFD(f))
+	return nil
+}
+
+func dupFile(f *os.File) (*os.File, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return nil, fmt.Errorf("dup: %w", err)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// procFD is the path through which an open file can be opened again (an
+// O_PATH file too).
+func procFD(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
 
 // spawn starts a process for the instance and its readiness check.
 func (s *Supervisor) spawn(in *instance) error {
 	g := in.gen
 	cfg := g.cfg
-	exe, err := resolveCommand(cfg)
-	if err != nil {
-		return fmt.Errorf("generation %d: %w", g.id, err)
+	if g.exeFile == nil {
+		exe, err := resolveCommand(cfg)
+		if err != nil {
+			return fmt.Errorf("generation %d: %w", g.id, err)
+		}
+		f, err := handoff.OpenExecutable(exe)
+		if err != nil {
+			return fmt.Errorf("generation %d: command %s: %w", g.id, cfg.Service.Command[0], err)
+		}
+		g.exeFile, g.exe, g.exeSHA256 = f, exe, fileSHA256(procFD(f))
 	}
-	g.exe, g.exeSHA256 = exe, fileSHA256(exe)
 	names := make([]string, len(s.listeners))
 	for i, l := range s.listeners {
 		names[i] = l.spec.Name
@@ -234,6 +329,7 @@ func (s *Supervisor) spawn(in *instance) error {
 
 		Credential: credential(cfg.Service.Credentials),
 		NoNewPrivs: cfg.Service.NoNewPrivs,
+		Exe:        g.exeFile,
 	})
 	if err != nil {
 		return fmt.Errorf("generation %d: %w", g.id, err)
@@ -421,6 +517,9 @@ func (s *Supervisor) childEnv(in *instance) []string {
 	env["NOTIFY_SOCKET"] = s.notify.Addr()
 	env["BATON_GENERATION"] = strconv.Itoa(g.id)
 	env["BATON_INSTANCE"] = strconv.Itoa(in.index)
+	if usec, ok := watchdogEnv(g.cfg); ok {
+		env["WATCHDOG_USEC"] = usec // the shim adds WATCHDOG_PID
+	}
 	out := make([]string, 0, len(env))
 	for k, v := range env {
 		out = append(out, k+"="+v)

@@ -281,7 +281,11 @@ func (s *Supervisor) reroute() error {
 	if err := s.routeSet(genA, s.serving); err != nil {
 		return err
 	}
-	if err := s.routeSet(genB, s.candidate); err != nil {
+	b := s.candidate
+	if b == nil {
+		b = s.standby
+	}
+	if err := s.routeSet(genB, b); err != nil {
 		return err
 	}
 	if w >= s.weight {

@@ -113,12 +113,15 @@ func (s *Supervisor) prepareHandover() handoverResult {
 	if s.stopping {
 		return handoverResult{err: fmt.Errorf("baton is stopping")}
 	}
-	if s.candidate != nil {
-		return handoverResult{err: fmt.Errorf("generation %d is being started; upgrade baton once it is decided", s.candidate.id)}
+	if s.busy() {
+		return handoverResult{err: fmt.Errorf("an upgrade is in progress (generation %d); upgrade baton once it is decided", max(idOf(s.candidate), idOf(s.probation)))}
 	}
 	s.closeHandover()
 	var fds []handoff.Inherited
 	for _, l := range s.listeners {
+		if l.mode == ModePrivate {
+			continue // the successor makes them per instance
+		}
 		if l.steer == nil {
 			fds = append(fds, handoff.Inherited{FD: l.shared.FD(), Name: l.spec.Name})
 			continue

@@ -21,6 +21,7 @@ type (
 	upgradeReq struct {
 		reply    chan<- upgradeResult // may be nil
 		rollback bool                 // start from the previous generation's config
+		force    bool                 // even in the failed state
 	}
 	stopReq    struct{}
 	statusReq  struct{ reply chan<- Status }
@@ -57,7 +58,7 @@ func (s *Supervisor) handle(ev event) {
 		if ev.rollback {
 			s.startRollback(ev.reply)
 		} else {
-			s.startUpgrade(ev.reply)
+			s.startUpgrade(ev.reply, ev.force)
 		}
 	case stopReq:
 		s.beginStop("asked to stop")
@@ -102,9 +103,25 @@ func (s *Supervisor) handle(ev event) {
 		}
 	case gradualReq:
 		ev.reply <- s.onGradual(ev)
+	case healthChange:
+		s.onHealthChange(ev.proc, ev.tr)
+	case watchdogMissed:
+		if !ev.proc.exited && !ev.proc.stopSent {
+			s.onUnhealthy(ev.proc, fmt.Sprintf("no WATCHDOG=1 for %s", ev.proc.gen.cfg.Health.Watchdog))
+		}
+	case probationOver:
+		s.confirm(ev.gen)
+	case preStartDone:
+		s.onPreStartDone(ev)
 	default:
 		panic(fmt.Sprintf("supervisor: unknown event %T", ev))
 	}
+}
+
+// busy reports whether an upgrade is under way: a candidate, or a
+// promoted generation on probation. Another upgrade waits for it.
+func (s *Supervisor) busy() bool {
+	return s.candidate != nil || s.probation != nil || s.preparing != nil
 }
 
 func (s *Supervisor) servingID() int {
@@ -116,7 +133,7 @@ func (s *Supervisor) servingID() int {
 
 // startUpgrade re-reads the config and starts a candidate generation, or
 // queues the request behind the upgrade in progress.
-func (s *Supervisor) startUpgrade(reply chan<- upgradeResult) {
+func (s *Supervisor) startUpgrade(reply chan<- upgradeResult, force bool) {
 	fail := func(err error) {
 		s.log.Error("upgrade not started", "err", err, "serving", s.servingID())
 		s.emit(Event{Kind: EventFailed, Reason: err.Error()})
@@ -132,9 +149,9 @@ func (s *Supervisor) startUpgrade(reply chan<- upgradeResult) {
 		fail(errors.New("baton is handing over to a new baton; upgrade that one"))
 		return
 	}
-	if s.candidate != nil {
+	if s.busy() {
 		if !s.queued {
-			s.log.Info("upgrade in progress; another upgrade will follow it", "candidate", s.candidate.id)
+			s.log.Info("upgrade in progress; another upgrade will follow it", "candidate", idOf(s.candidate), "probation", idOf(s.probation))
 		}
 		s.queued = true
 		if reply != nil {
@@ -154,6 +171,18 @@ func (s *Supervisor) startUpgrade(reply chan<- upgradeResult) {
 	if cfg.Upgrade.Steering != s.base.Upgrade.Steering {
 		fail(fmt.Errorf("[upgrade] steering changed from %q to %q; it can only change with a restart of baton",
 			s.base.Upgrade.Steering, cfg.Upgrade.Steering))
+		return
+	}
+	if s.failed != "" && !force {
+		fail(fmt.Errorf("%w (%s): force an upgrade (`baton upgrade --force`) to try again", ErrFailedState, s.failed))
+		return
+	}
+	if force && s.failed != "" {
+		s.log.Warn("failed state cleared by a forced upgrade", "was", s.failed)
+		s.failed, s.reverts = "", nil
+	}
+	if cfg.Hooks.PreStart != nil {
+		s.prepare(cfg, reply)
 		return
 	}
 	s.log.Info("upgrade started", "serving", s.servingID(), "gen", s.nextID)
@@ -179,13 +208,27 @@ func (s *Supervisor) startRollback(reply chan<- upgradeResult) {
 		fail(errors.New("baton is stopping"))
 	case s.handover != nil:
 		fail(errors.New("baton is handing over to a new baton; roll back with that one"))
+	case s.probation != nil && s.candidate == nil:
+		g := s.probation
+		s.log.Info("rollback during probation: reverting", "gen", g.id)
+		s.revert(g, "rolled back by hand (`baton rollback`)")
+		switch {
+		case reply == nil:
+		case s.candidate != nil && s.candidate.revertOf != "":
+			s.candidateWaiters = append(s.candidateWaiters, reply) // decided when it is ready
+		case s.serving != g && s.serving != nil:
+			reply <- upgradeResult{gen: s.serving.id}
+		default:
+			reply <- upgradeResult{err: fmt.Errorf("%w: generation %d could not be reverted", ErrUpgradeFailed, g.id)}
+		}
 	case s.candidate != nil:
 		fail(fmt.Errorf("generation %d is being rolled out; `baton abort` sends its traffic back, or roll back once it is decided", s.candidate.id))
 	case s.previous == nil:
 		fail(errors.New("there is no previous generation to roll back to"))
 	default:
-		s.log.Info("rollback started", "serving", s.servingID(), "gen", s.nextID, "to_config_of", s.previousID)
-		if err := s.startCandidate(s.previous, true, reply); err != nil {
+		s.log.Info("rollback started", "serving", s.servingID(), "gen", s.nextID, "to_config_of", s.previous.id,
+			"executable", s.previous.path)
+		if err := s.startCandidate(s.previous.cfg, true, reply); err != nil {
 			fail(err)
 		}
 	}
@@ -197,6 +240,11 @@ func (s *Supervisor) startRollback(reply chan<- upgradeResult) {
 // mode), or one (rolling).
 func (s *Supervisor) startCandidate(cfg *Config, rollback bool, reply chan<- upgradeResult) error {
 	g := s.newGeneration(cfg, rollback)
+	if rollback {
+		if err := g.pin(s.previous); err != nil {
+			return err
+		}
+	}
 	switch g.strategy() {
 	case StrategyRolling:
 		g.want = 1
@@ -222,22 +270,26 @@ func (s *Supervisor) startCandidate(cfg *Config, rollback bool, reply chan<- upg
 
 // nextQueued starts the upgrade queued behind the one just decided.
 func (s *Supervisor) nextQueued() {
-	if !s.queued || s.stopping || s.candidate != nil {
+	if !s.queued || s.stopping || s.busy() {
 		return
 	}
 	waiters := s.queuedWaiters
 	s.queued, s.queuedWaiters = false, nil
 	if len(waiters) == 0 {
-		s.startUpgrade(nil)
+		s.startUpgrade(nil, false)
 		return
 	}
 	for i, w := range waiters {
-		if i == 0 {
-			s.startUpgrade(w)
-		} else if s.candidate != nil {
+		switch {
+		case i == 0:
+			s.startUpgrade(w, false)
+		case s.candidate != nil:
 			s.candidateWaiters = append(s.candidateWaiters, w)
-		} else {
-			s.startUpgrade(w) // the first failed to start: each waiter learns why
+		case s.preparing != nil:
+			s.queued = true
+			s.queuedWaiters = append(s.queuedWaiters, w) // decided by the upgrade after this one
+		default:
+			s.startUpgrade(w, false) // the first failed to start: each waiter learns why
 		}
 	}
 }
@@ -304,6 +356,7 @@ func (s *Supervisor) onReady(p *process) {
 	took := p.readyAt.Sub(p.started)
 	s.log.Info("process ready", "gen", g.id, "instance", in.index, "pid", p.pid, "after", took.Round(time.Millisecond))
 	s.emit(Event{Kind: EventReady, Gen: g.id, Instance: in.index, PID: p.pid, Duration: took})
+	s.startHealth(p)
 	switch g {
 	case s.candidate:
 		s.advance(g)
@@ -333,17 +386,19 @@ func (s *Supervisor) onNotReady(p *process, why string) {
 }
 
 // promote routes every new connection to g and drains the generation it
-// replaces.
+// replaces, or keeps it as standby while g is on probation.
 func (s *Supervisor) promote(g *generation) {
 	old := s.serving
 	for _, in := range g.live() {
 		in.routed, in.everRouted = true, true
 	}
+	probation := old != nil && !g.direct && g.cfg.Upgrade.Probation > 0
+	keep := probation && s.exactWeights()
 	var err error
 	if old == nil {
 		err = s.routeOnly(g)
 	} else {
-		err = s.routePromote(g)
+		err = s.routePromote(g, keep)
 	}
 	if err != nil {
 		s.failUpgrade(g, err.Error())
@@ -355,19 +410,32 @@ func (s *Supervisor) promote(g *generation) {
 	g.state, g.holding, g.want = genServing, false, len(g.live())
 	s.serving, s.candidate, s.weight = g, nil, 0
 	if old != nil {
-		s.previous, s.previousID = old.cfg, old.id
+		s.setPrevious(old)
 	}
 	s.log.Info("promoted", "gen", g.id, g.pidAttrs(), "replaces", idOf(old))
 	s.emit(Event{Kind: EventPromoted, Gen: g.id, PID: firstPID(g), Replaces: idOf(old), Rollback: g.rollback})
-	s.replyCandidate(upgradeResult{gen: g.id})
 	if old != nil {
 		old.replacedAt = time.Now()
-		for _, in := range old.instances {
-			in.routed = false // routePromote took them out of the program's slots
+		if !keep {
+			for _, in := range old.instances {
+				in.routed = false // routePromote took them out of the program's slots
+			}
+			s.drainGeneration(old, fmt.Sprintf("replaced by generation %d", g.id))
 		}
-		s.drainGeneration(old, fmt.Sprintf("replaced by generation %d", g.id))
 	} else if s.opts.Handover && s.opts.OnServing != nil {
 		s.opts.OnServing()
+	}
+	switch {
+	case probation:
+		s.startProbation(g, old, keep)
+	case g.revertOf != "":
+		s.replyCandidate(upgradeResult{gen: g.id})
+		s.runHook("post_revert", g, g.revertOf)
+	default:
+		s.replyCandidate(upgradeResult{gen: g.id})
+		if old != nil {
+			s.runHook("post_promote", g, "")
+		}
 	}
 	s.nextQueued()
 }

@@ -13,8 +13,9 @@ import (
 
 // Routing modes of a listener.
 const (
-	ModeSteered = "steered" // a socket per generation, chosen by a BPF program
+	ModeSteered = "steered" // a socket per instance, chosen by a BPF program
 	ModeShared  = "shared"  // one socket held by every generation
+	ModePrivate = "private" // a socket per instance on a port of its own, for probes
 )
 
 // listener is one configured listener and how its traffic is routed.
@@ -40,6 +41,10 @@ type listener struct {
 // socketFor returns the socket a new generation gets and whether the
 // generation owns it (steered) or only borrows the shared one.
 func (l *listener) socketFor() (*handoff.Socket, bool, error) {
+	if l.mode == ModePrivate {
+		sock, err := handoff.Listen(l.spec, false)
+		return sock, err == nil, err
+	}
 	if l.steer == nil {
 		return l.shared, false, nil
 	}
@@ -86,6 +91,16 @@ func (s *Supervisor) setupListeners() error {
 	for i, spec := range s.base.Listeners {
 		l := &listener{spec: spec}
 		s.listeners = append(s.listeners, l)
+		if spec.Private {
+			if in, ok := passed[i]; ok {
+				s.log.Warn("socket passed for a private listener closed: each instance gets its own", "listener", spec.Name, "fd", in.FD)
+				_ = unix.Close(in.FD) // not used: private sockets are made per instance
+			}
+			l.mode, l.reason, l.bound = ModePrivate, "a socket per instance on a free port, for probes", spec
+			s.log.Info("listener ready", "listener", spec.Name, "network", spec.Network,
+				"address", spec.Address, "mode", l.mode, "why", l.reason)
+			continue
+		}
 		if in, ok := passed[i]; ok {
 			sock, err := handoff.Adopt(in, spec)
 			if err != nil {

@@ -21,6 +21,9 @@ func (s *Supervisor) onNotify(n handoff.Notification) {
 		p.status = st
 		s.log.Info("status", "gen", p.gen.id, "instance", p.inst.index, "pid", p.pid, "status", st)
 	}
+	if v, ok := n.Fields["WATCHDOG"]; ok {
+		s.onWatchdog(p, v)
+	}
 	switch {
 	case n.Fields["STOPPING"] == "1":
 		s.log.Info("process says it is stopping", "gen", p.gen.id, "instance", p.inst.index, "pid", p.pid)

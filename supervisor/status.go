@@ -18,6 +18,14 @@ type Status struct {
 	Candidate   int                // id of the upgrade in progress, 0 if none
 	Queued      bool               // another upgrade was asked for and follows the one in progress
 	Stopping    bool
+	// Probation is the id of the promoted generation on probation (0 if
+	// none), until ProbationEnd; Standby the replaced one kept running.
+	Probation    int
+	ProbationEnd time.Time
+	Standby      int
+	// Failed says why the service is in the failed state ("" if not):
+	// upgrades are refused until one is forced.
+	Failed string
 }
 
 // ListenerStatus describes one listener.
@@ -30,7 +38,7 @@ type ListenerStatus struct {
 // GenerationStatus describes one generation.
 type GenerationStatus struct {
 	ID         int
-	State      string // starting, canary, serving, draining, stopping
+	State      string // starting, canary, serving, standby, draining, stopping
 	Strategy   string // how it is rolled out: blue-green, canary, rolling
 	PID        int    // its first running process, 0 if none runs
 	PIDs       []int  // every running process, in instance order
@@ -80,7 +88,11 @@ func (st instState) String() string {
 
 func (s *Supervisor) status() Status {
 	st := Status{Service: s.base.Service.Name, ConfigPath: s.opts.ConfigPath, PID: os.Getpid(),
-		Serving: s.servingID(), Candidate: idOf(s.candidate), Queued: s.queued, Stopping: s.stopping}
+		Serving: s.servingID(), Candidate: idOf(s.candidate), Queued: s.queued, Stopping: s.stopping,
+		Probation: idOf(s.probation), Standby: idOf(s.standby), Failed: s.failed}
+	if s.probation != nil {
+		st.ProbationEnd = s.probation.probationEnd
+	}
 	for _, l := range s.listeners {
 		st.Listeners = append(st.Listeners, ListenerStatus{
 			Name: l.spec.Name, Network: l.spec.Network, Address: l.bound.Address, Mode: l.mode, Why: l.reason,

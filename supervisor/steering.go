@@ -41,7 +41,7 @@ func (s *Supervisor) steeredListeners() bool {
 // canary's weights are exact for the whole service.
 func (s *Supervisor) exactWeights() bool {
 	for _, l := range s.listeners {
-		if l.steer == nil {
+		if l.steer == nil && l.mode != ModePrivate {
 			return false
 		}
 	}
@@ -95,10 +95,11 @@ func (s *Supervisor) routeWeight(weight int) error {
 	})
 }
 
-// routePromote gives every new connection to the candidate g (B), makes it
-// A, and takes the old generation's sockets out of the program's slots: from
-// now on they only empty their queues.
-func (s *Supervisor) routePromote(g *generation) error {
+// routePromote gives every new connection to g (in B), and makes it A. The
+// generation that was A is then in B at weight 0: a standby when keep is
+// set, else its sockets leave the program's slots and only empty their
+// queues from now on.
+func (s *Supervisor) routePromote(g *generation, keep bool) error {
 	defer s.markShares()
 	return s.forSteered(fmt.Sprintf("promote generation %d", g.id), func(i int, st *handoff.WeightedSteering) error {
 		if err := st.SetGeneration(genB, routedFDs(g, i)); err != nil {
@@ -109,6 +110,9 @@ func (s *Supervisor) routePromote(g *generation) error {
 		}
 		if err := st.Swap(); err != nil {
 			return err
+		}
+		if keep {
+			return nil
 		}
 		return st.SetGeneration(genB, nil)
 	})

@@ -71,11 +71,27 @@ type Supervisor struct {
 	// weight is the candidate's percent of new connections as last set in
 	// the steering programs (0 without a candidate).
 	weight int
-	// The config of the generation the serving one replaced: what a
-	// rollback starts from.
-	previous   *Config
-	previousID int
-	nextID     int
+	// probation: the promoted generation on probation, if any; standby:
+	// the one it replaced, running at weight 0 in the steering program's B
+	// half while it does (only when every listener is steered); callers
+	// waiting for the upgrade's outcome, which probation decides.
+	probation        *generation
+	standby          *generation
+	probationWaiters []chan<- upgradeResult
+	// reverts are the times of recent reverts; failed says why the service
+	// is in the failed state ("" when not), where upgrades need force.
+	reverts []time.Time
+	failed  string
+	// preparing: an upgrade waiting for its pre_start hook.
+	preparing *preparing
+	// Hooks run on goroutines of their own; teardown cancels and waits.
+	hookCtx    context.Context
+	hookCancel context.CancelFunc
+	hooks      sync.WaitGroup
+	// The generation the serving one replaced, pinned (its config and an
+	// open fd of its executable): what a rollback or revert starts from.
+	previous *pinned
+	nextID   int
 	// Callers waiting for the candidate's outcome, and for the upgrade
 	// queued behind it (queued is true when one was asked for).
 	candidateWaiters []chan<- upgradeResult
@@ -106,7 +122,9 @@ func New(opts Options) (*Supervisor, error) {
 	if opts.Stderr == 0 {
 		opts.Stderr = 2
 	}
+	hookCtx, hookCancel := context.WithCancel(context.Background())
 	return &Supervisor{
+		hookCtx: hookCtx, hookCancel: hookCancel,
 		opts:   opts,
 		log:    opts.Logger,
 		events: make(chan event, 64),
@@ -275,7 +293,9 @@ func (s *Supervisor) setup() error {
 
 // teardown closes what setup made; every generation is gone by now.
 func (s *Supervisor) teardown() {
+	s.stopHooks()
 	s.closeHandover()
+	s.previous.close()
 	for _, l := range s.listeners {
 		l.close()
 	}
@@ -299,6 +319,16 @@ func (s *Supervisor) stopAll(why string) {
 		s.failUpgrade(s.candidate, "baton is stopping")
 	}
 	s.replyQueued(upgradeResult{err: fmt.Errorf("%w: baton is stopping", ErrUpgradeFailed)})
+	if s.probation != nil {
+		s.probation = nil
+		s.replyProbation(upgradeResult{err: fmt.Errorf("%w: baton is stopping during probation", ErrUpgradeFailed)})
+	}
+	if s.preparing != nil {
+		if r := s.preparing.reply; r != nil {
+			r <- upgradeResult{err: fmt.Errorf("%w: baton is stopping", ErrUpgradeFailed)}
+		}
+		s.preparing = nil
+	}
 	for _, g := range append([]*generation(nil), s.gens...) {
 		if g.state != genStopping {
 			s.stopGeneration(g, why)
