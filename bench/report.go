@@ -190,7 +190,7 @@ func meaning(results []modeResult) string {
 	}
 	if r, ok := by["tableflip"]; ok {
 		med, _ := upgradeTimes(r)
-		fmt.Fprintf(&s, "tableflip failed %d of %d across %d upgrades. Old and new copy accept on the one socket, as in baton's shared mode, and the old copy accepts until its `upg.Exit()` closes and it calls `Shutdown`, so it has the same residual loss (a client on a fresh connection sees EOF). Its upgrades are done sooner (median %s ms from SIGHUP until the new copy is ready", r.load.Failed, r.load.Sent, r.upgrades, ms(med))
+		fmt.Fprintf(&s, "tableflip failed %d of %d across %d upgrades. Old and new copy accept on the one socket, as in baton's shared mode, and the old copy accepts until its `upg.Exit()` closes and it calls `Shutdown`, so it is exposed to the same rare loss (a client on a fresh connection sees EOF; like the shared mode's, a run may show none, or a few). Its upgrades are done sooner (median %s ms from SIGHUP until the new copy is ready", r.load.Failed, r.load.Sent, r.upgrades, ms(med))
 		if b, ok := by["steered"]; ok {
 			bmed, _ := upgradeTimes(b)
 			fmt.Fprintf(&s, ", against %s ms for baton kernel-steered", ms(bmed))

@@ -18,7 +18,8 @@ import (
 // run, every request a dot at (sent, latency) coloured by the generation
 // that answered, failures as crosses above the plot, each upgrade a shaded
 // band from its signal until the old process is gone, with a solid line at
-// the signal and a dashed one where the new generation serves. Hand-written
+// the signal and a dashed one where the new generation serves. Where only
+// some upgrades lost requests, the view starts at the first that did. Hand-written
 // SVG: one path per colour, a dot per distinct pixel, so that thousands of
 // requests stay a file of a few tens of kilobytes. All panels share one
 // time scale and one log latency scale.
@@ -54,7 +55,8 @@ func genColour(gen string) string {
 // panelView is the part of a mode's run the picture shows.
 type panelView struct {
 	r     modeResult
-	first int // index of the first upgrade shown
+	first int  // index of the first upgrade shown
+	lossy bool // chosen as the first upgrade that lost requests
 	count int
 	t0    time.Time // left edge
 }
@@ -66,7 +68,7 @@ func latencySVG(results []modeResult, upgrades int) ([]byte, error) {
 	for _, r := range results {
 		v := panelView{r: r, count: min(upgrades, len(r.windows))}
 		if v.count > 0 {
-			v.first = (len(r.windows) - v.count) / 2
+			v.first, v.lossy = viewFirst(r, v.count)
 			v.t0 = r.windows[v.first].signal.Add(-svgPad)
 			end := r.windows[v.first+v.count-1].end().Add(svgPad)
 			span = max(span, end.Sub(v.t0))
@@ -92,6 +94,43 @@ func latencySVG(results []modeResult, upgrades int) ([]byte, error) {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// viewFirst picks the first upgrade to show: from the middle of the run,
+// unless some upgrades lost requests and others did not; then the first
+// that lost some, since where the failures fall is what the picture is for.
+func viewFirst(r modeResult, count int) (first int, lossy bool) {
+	middle := (len(r.windows) - count) / 2
+	sp := splitByUpgrade(r)
+	if sp.upgrade.failed == 0 {
+		return middle, false
+	}
+	at := -1
+	clean := false
+	for i, w := range r.windows {
+		if failedIn(r.load.Samples, w) > 0 {
+			if at < 0 {
+				at = i
+			}
+		} else {
+			clean = true
+		}
+	}
+	if at < 0 || !clean {
+		return middle, false
+	}
+	return min(at, len(r.windows)-count), true
+}
+
+// failedIn counts the failed requests whose lifetime overlaps w.
+func failedIn(samples []sample, w window) int {
+	n := 0
+	for _, x := range samples {
+		if x.failed && !x.start.After(w.end()) && !x.start.Add(x.latency).Before(w.signal) {
+			n++
+		}
+	}
+	return n
 }
 
 // yOf is the plot's y for a latency, clamped to the scale.
@@ -183,8 +222,12 @@ func writePanel(b *bytes.Buffer, v panelView, span time.Duration, top int) {
 	}
 	b.WriteString("</g>\n")
 	// Title and this panel's key.
-	fmt.Fprintf(b, `<text x="%d" y="%d"><tspan font-weight="bold">%s</tspan>: upgrades %d-%d of %d; %d requests shown, %d failed</text>`+"\n",
-		svgLeft, top+16, esc(title), v.first+1, v.first+v.count, len(v.r.windows), shown, failed)
+	why := ""
+	if v.lossy {
+		why = " (from the first that lost requests)"
+	}
+	fmt.Fprintf(b, `<text x="%d" y="%d"><tspan font-weight="bold">%s</tspan>: upgrades %d-%d of %d%s; %d requests shown, %d failed</text>`+"\n",
+		svgLeft, top+16, esc(title), v.first+1, v.first+v.count, len(v.r.windows), why, shown, failed)
 	x := svgWidth - svgRight
 	keys := slices.SortedFunc(maps.Keys(gens), func(p, q string) int {
 		a, _ := strconv.Atoi(p)

@@ -144,5 +144,5 @@ func writeUpgradeLatency(b *bytes.Buffer, results []modeResult, svgRef string) {
 			r.title, sp.upgrade.failed, sp.upgrade.sent, sp.steady.failed, sp.steady.sent, ms(u), ms(st), ratio(u, st))
 	}
 	b.WriteString("A p99 or max of a few hundred requests varies a lot from one run to the next on this shared machine (compare the rounds of the overhead measurement below): read a ratio between about 0.5 and 1.5 on one run as no measurable difference. A failure is not noise.\n\n")
-	fmt.Fprintf(b, "The picture shows a few of these upgrades from the middle of each run, every request a dot coloured by the generation that answered it:\n\n![Request latency over time across upgrades, per mode](%s)\n", svgRef)
+	fmt.Fprintf(b, "The picture shows a few of these upgrades from each run (from the middle, or from the first that lost requests if only some did), every request a dot coloured by the generation that answered it:\n\n![Request latency over time across upgrades, per mode](%s)\n", svgRef)
 }
