@@ -4,9 +4,11 @@ package control
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -31,6 +33,9 @@ func readAll(t *testing.T, c net.Conn) []Response {
 // was wrong, and the server goes on answering the next request.
 func TestBadRequests(t *testing.T) {
 	f := newFake()
+	var reached atomic.Bool
+	f.promote = func(context.Context, bool) error { reached.Store(true); return nil }
+	f.abort = func(context.Context) error { reached.Store(true); return nil }
 	o := options(t)
 	o.RequestTimeout = 300 * time.Millisecond
 	s := startServer(t, f, o)
@@ -46,13 +51,15 @@ func TestBadRequests(t *testing.T) {
 		{"half-written", `{"version":1,"comm`, false, "incomplete request: no newline within 300ms"},
 		{"half-written then EOF", `{"version":1,"comm`, true, "incomplete request: the connection ended after 18 bytes without a newline"},
 		{"nothing then EOF", ``, true, "no request: the connection ended before any data"},
-		{"unknown field", `{"version":1,"command":"status","verbose":true}` + "\n", false, `unknown field "verbose" (want version, command, wait or timeout)`},
+		{"unknown field", `{"version":1,"command":"status","verbose":true}` + "\n", false, `unknown field "verbose" (want version, command, wait, timeout or all)`},
 		{"field of another case", `{"version":1,"Command":"status"}` + "\n", false, `unknown field "Command"`},
-		{"unknown command", `{"version":1,"command":"upgrde"}` + "\n", false, `unknown command "upgrde" (want status, upgrade, rollback or stop)`},
+		{"unknown command", `{"version":1,"command":"upgrde"}` + "\n", false, `unknown command "upgrde" (want status, upgrade, rollback, promote, abort or stop)`},
 		{"wrong version", `{"version":2,"command":"status"}` + "\n", false, "unsupported protocol version 2 (this baton speaks version 1)"},
 		{"trailing garbage", `{"version":1,"command":"status"} x` + "\n", false, `unexpected data after the request object: "x"`},
 		{"two requests on a line", `{"version":1,"command":"status"}{"version":1,"command":"stop"}` + "\n", false, "unexpected data after the request object"},
 		{"wait on status", `{"version":1,"command":"status","wait":true}` + "\n", false, `"wait" applies to upgrade and rollback, not to status`},
+		{"all on abort", `{"version":1,"command":"abort","all":true}` + "\n", false, `"all" applies to promote, not to abort`},
+		{"wait on promote", `{"version":1,"command":"promote","wait":true}` + "\n", false, `"wait" applies to upgrade and rollback, not to promote`},
 		{"bad timeout", `{"version":1,"command":"upgrade","wait":true,"timeout":"soon"}` + "\n", false, `invalid timeout "soon"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,7 +91,7 @@ func TestBadRequests(t *testing.T) {
 			}
 		})
 	}
-	if len(f.stopped) > 0 {
+	if len(f.stopped) > 0 || reached.Load() {
 		t.Error("a bad request reached the backend")
 	}
 }

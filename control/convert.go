@@ -3,6 +3,7 @@
 package control
 
 import (
+	"math"
 	"time"
 
 	"github.com/baton-sh/baton/supervisor"
@@ -28,25 +29,53 @@ func NewStatusJSON(st supervisor.Status) *StatusJSON {
 		})
 	}
 	for _, g := range st.Generations {
-		gj := GenerationJSON{
-			ID:            g.ID,
-			State:         g.State,
-			PIDs:          []int{},
-			Started:       timeJSON(g.Started),
-			Ready:         g.Ready,
-			TimeToReadyMS: g.ReadyAfter.Milliseconds(),
-			Executable:    g.Executable,
-			SHA256:        g.SHA256,
-			Restarts:      g.Restarts,
-			GaveUp:        g.GaveUp,
-			Status:        g.Status,
-		}
-		if g.PID != 0 {
-			gj.PIDs = append(gj.PIDs, g.PID)
-		}
-		j.Generations = append(j.Generations, gj)
+		j.Generations = append(j.Generations, newGenerationJSON(g))
 	}
 	return j
+}
+
+func newGenerationJSON(g supervisor.GenerationStatus) GenerationJSON {
+	gj := GenerationJSON{
+		ID:             g.ID,
+		State:          g.State,
+		Strategy:       g.Strategy,
+		PIDs:           []int{},
+		Started:        timeJSON(g.Started),
+		Ready:          g.Ready,
+		TimeToReadyMS:  g.ReadyAfter.Milliseconds(),
+		Executable:     g.Executable,
+		SHA256:         g.SHA256,
+		Restarts:       g.Restarts,
+		GaveUp:         g.GaveUp,
+		Status:         g.Status,
+		Instances:      []InstanceJSON{},
+		Weight:         g.Weight,
+		ShareEstimated: g.ShareEstimated,
+		Connections:    g.Connections,
+		Step:           g.Step,
+		Steps:          g.Steps,
+		Holding:        g.Holding,
+		Aborting:       g.Aborting,
+	}
+	gj.PIDs = append(gj.PIDs, g.PIDs...)
+	if g.Share >= 0 {
+		share := math.Round(g.Share*10) / 10
+		gj.Share = &share
+	}
+	for _, in := range g.Instances {
+		gj.Instances = append(gj.Instances, InstanceJSON{
+			Index:         in.Index,
+			State:         in.State,
+			PID:           in.PID,
+			Ready:         in.Ready,
+			TimeToReadyMS: in.ReadyAfter.Milliseconds(),
+			Routed:        in.Routed,
+			Restarts:      in.Restarts,
+			GaveUp:        in.GaveUp,
+			Status:        in.Status,
+		})
+	}
+	return gj
 }
 
 // NewEventJSON is the protocol's form of ev.
@@ -55,11 +84,13 @@ func NewEventJSON(ev supervisor.Event) *EventJSON {
 		Time:       timeJSON(ev.Time),
 		Kind:       ev.Kind,
 		Generation: ev.Gen,
+		Instance:   ev.Instance,
 		PID:        ev.PID,
 		Replaces:   ev.Replaces,
 		Rollback:   ev.Rollback,
 		Reason:     ev.Reason,
 		DurationMS: ev.Duration.Milliseconds(),
+		Weight:     ev.Weight,
 	}
 }
 

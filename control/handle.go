@@ -48,7 +48,7 @@ func (s *Server) handle(c *net.UnixConn, b Backend) {
 	if req.Command == CommandStatus {
 		lvl = slog.LevelDebug
 	}
-	s.log.Log(s.ctx, lvl, "control request", "command", req.Command, "wait", req.Wait, "uid", p.uid, "pid", p.pid)
+	s.log.Log(s.ctx, lvl, "control request", "command", req.Command, "wait", req.Wait, "all", req.All, "uid", p.uid, "pid", p.pid)
 
 	switch req.Command {
 	case CommandStatus:
@@ -77,11 +77,40 @@ func (s *Server) handle(c *net.UnixConn, b Backend) {
 			}
 		})
 		w.write(Response{Type: TypeResult, Result: &ResultJSON{OK: true}})
+	case CommandPromote, CommandAbort:
+		s.gradual(w, b, req)
 	case CommandStop:
 		// Answer first: the client learns its request was taken before
 		// baton starts going away.
 		w.write(Response{Type: TypeResult, Result: &ResultJSON{OK: true}})
 		b.Stop()
+	}
+}
+
+// gradual runs promote or abort. Both are decided at once by the
+// supervisor: the result says whether it acted and, if not, why not (no
+// upgrade in progress, the canary not ready yet, ...). The upgrade goes on
+// either way; its outcome is for Upgrade's callers. No answer in time is an
+// error, as for status: the client could not learn what happened.
+func (s *Server) gradual(w *writer, b Backend, req Request) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.RequestTimeout)
+	defer cancel()
+	var err error
+	if req.Command == CommandPromote {
+		err = b.Promote(ctx, req.All)
+	} else {
+		err = b.Abort(ctx)
+	}
+	switch {
+	case err == nil:
+		_ = w.write(Response{Type: TypeResult, Result: &ResultJSON{OK: true}}) // the client may be gone
+	case s.ctx.Err() != nil:
+		w.error(req.Command + ": baton's control socket is closing")
+	case ctx.Err() != nil:
+		w.error(fmt.Sprintf("%s: no answer from the supervisor within %s", req.Command, s.opts.RequestTimeout))
+	default:
+		s.log.Info("control: "+req.Command+" not done", "reason", err)
+		_ = w.write(Response{Type: TypeResult, Result: &ResultJSON{Reason: err.Error()}}) // the client may be gone
 	}
 }
 

@@ -45,38 +45,106 @@ type ListenerJSON struct {
 	Why string `json:"why"`
 }
 
-// GenerationJSON is one generation: one version of the service.
+// GenerationJSON is one generation: one version of the service, run as one
+// or more instances (processes).
 type GenerationJSON struct {
 	// ID numbers generations from 1, in the order they were started.
 	ID int `json:"id"`
-	// State is "starting" (the candidate of an upgrade), "serving",
-	// "draining" (replaced, its accept queues emptying) or "stopping" (its
-	// stop signal was sent).
+	// State is "starting" (the candidate of an upgrade, before it takes
+	// connections), "canary" (the candidate, taking part of them),
+	// "serving", "draining" (replaced, its accept queues emptying) or
+	// "stopping" (its stop signal was sent). New states may be added.
 	State string `json:"state"`
-	// PIDs are the generation's main processes: one, or none (an empty
-	// array) while a restart after a crash is pending or after giving up.
+	// Strategy is how it is (or was) rolled out: "blue-green", "canary" or
+	// "rolling", as [upgrade] strategy of its config says; "blue-green"
+	// for the first generation and for rollbacks, which are promoted as
+	// soon as they are ready.
+	Strategy string `json:"strategy"`
+	// PIDs are the main processes of its running instances, in instance
+	// order; an empty array while every restart after a crash is pending,
+	// or after giving up.
 	PIDs []int `json:"pids"`
 	// Started is when the generation was started, in RFC 3339 format with
 	// fractional seconds.
 	Started string `json:"started"`
-	// Ready is true once the current process passed its readiness check.
+	// Ready is true once every instance it should have runs a process
+	// that passed its readiness check.
 	Ready bool `json:"ready"`
-	// TimeToReadyMS is how long the current process took to become ready,
-	// in milliseconds; 0 until it is ready.
+	// TimeToReadyMS is how long the slowest instance took to become ready,
+	// in milliseconds; 0 until all are.
 	TimeToReadyMS int64 `json:"time_to_ready_ms"`
-	// Executable is the path of the program started, as resolved when its
-	// process started.
+	// Executable is the path of the program started, as resolved when a
+	// process last started.
 	Executable string `json:"executable"`
-	// SHA256 is the hex SHA-256 of that file when the process started; ""
-	// if it could not be read.
+	// SHA256 is the hex SHA-256 of that file then; "" if it could not be
+	// read.
 	SHA256 string `json:"sha256"`
-	// Restarts counts the restarts after crashes since the count was last
-	// reset.
+	// Restarts counts the restarts after crashes of all its instances
+	// since their counts were last reset.
 	Restarts int `json:"restarts"`
 	// GaveUp is true when it crashed more often than [restart] max_tries
 	// allows: no process, no more restarts.
 	GaveUp bool `json:"gave_up"`
-	// Status is the last STATUS= the process sent to NOTIFY_SOCKET, or "".
+	// Status is the last STATUS= its first process sent to NOTIFY_SOCKET,
+	// or "".
+	Status string `json:"status"`
+	// Instances are its instances, in order.
+	Instances []InstanceJSON `json:"instances"`
+	// Weight is the percent of new connections the generation should get:
+	// 100 for the serving generation outside an upgrade, the candidate's
+	// step or share of instances during one (the serving generation has the
+	// rest), 0 for the others.
+	Weight int `json:"weight"`
+	// Share is the percent of new connections it did get since the weights
+	// last changed (one decimal), or null when that is not known: no
+	// connection yet, no steered listener, or a generation that is neither
+	// serving nor the candidate.
+	Share *float64 `json:"share"`
+	// ShareEstimated is true when some listener is in shared mode, where
+	// the kernel spreads connections over every process that accepts: Share
+	// is then the generation's part of the running processes, not a count.
+	ShareEstimated bool `json:"share_estimated"`
+	// Connections is how many new connections the steering programs gave it
+	// since the weights last changed (steered listeners only; 0 otherwise).
+	Connections uint64 `json:"connections"`
+	// Step is the canary's current step, from 1; 0 before the first (while
+	// its instances start), steps+1 once past the last (moving to 100%).
+	// Steps is how many steps its config has. Both are 0 for other
+	// strategies.
+	Step  int `json:"step"`
+	Steps int `json:"steps"`
+	// Holding is true when the canary's current step lasts until `baton
+	// promote` (a step without pause).
+	Holding bool `json:"holding"`
+	// Aborting says why the upgrade to this generation is being undone
+	// (a failure, or `baton abort`); "" when it is not.
+	Aborting string `json:"aborting"`
+}
+
+// InstanceJSON is one instance of a generation: one process, restarted
+// after a crash.
+type InstanceJSON struct {
+	// Index numbers the generation's instances from 0, as in the log and
+	// in events.
+	Index int `json:"index"`
+	// State is "running", "draining" (unrouted, its accept queue
+	// emptying) or "stopping" (its stop signal was sent).
+	State string `json:"state"`
+	// PID is its process, 0 while a restart is pending.
+	PID int `json:"pid"`
+	// Ready is true once its process passed its readiness check.
+	Ready bool `json:"ready"`
+	// TimeToReadyMS is how long that took, in milliseconds; 0 until ready.
+	TimeToReadyMS int64 `json:"time_to_ready_ms"`
+	// Routed is true when it gets new connections.
+	Routed bool `json:"routed"`
+	// Restarts counts its restarts after crashes since the count was last
+	// reset.
+	Restarts int `json:"restarts"`
+	// GaveUp is true when it crashed more often than [restart] max_tries
+	// allows.
+	GaveUp bool `json:"gave_up"`
+	// Status is the last STATUS= its process sent, or "".
 	Status string `json:"status"`
 }
 
@@ -91,11 +159,14 @@ type EventJSON struct {
 	// Time is when it happened, in RFC 3339 format with fractional seconds.
 	Time string `json:"time"`
 	// Kind is spawned, ready, promoted, failed, draining, stopping, retired,
-	// crashed or gave-up (supervisor.Event* documents each); new kinds may
-	// be added.
+	// crashed, gave-up or step (supervisor.Event* documents each); new
+	// kinds may be added.
 	Kind string `json:"kind"`
 	// Generation is the generation it happened to.
 	Generation int `json:"generation"`
+	// Instance (spawned, ready, stopping, crashed, gave-up) is the
+	// instance it happened to, from 0; 0 for the other kinds.
+	Instance int `json:"instance"`
 	// PID is the process involved, 0 where none is.
 	PID int `json:"pid"`
 	// Replaces (promoted only) is the generation replaced, 0 if none.
@@ -105,7 +176,12 @@ type EventJSON struct {
 	Rollback bool `json:"rollback"`
 	// Reason (failed, stopping, crashed, gave-up) says why.
 	Reason string `json:"reason"`
-	// DurationMS is, in milliseconds, the time to ready (ready) or the time
-	// since the generation was replaced (retired); 0 otherwise.
+	// DurationMS is, in milliseconds, the time to ready (ready), the time
+	// since the generation was replaced (retired), or the step's pause
+	// (step; 0: the step holds until `baton promote`, or is one instance
+	// of a rolling update); 0 otherwise.
 	DurationMS int64 `json:"duration_ms"`
+	// Weight (step only) is the percent of new connections the candidate
+	// is to get from now on; 0 for the other kinds.
+	Weight int `json:"weight"`
 }

@@ -93,7 +93,9 @@ type fakeBackend struct {
 	status   supervisor.Status
 	upgrade  func(ctx context.Context) (int, error) // nil: return 0, nil
 	rollback func(ctx context.Context) (int, error)
-	stopped  chan struct{} // gets one value per Stop
+	promote  func(ctx context.Context, all bool) error // nil: return nil
+	abort    func(ctx context.Context) error           // nil: return nil
+	stopped  chan struct{}                             // gets one value per Stop
 
 	mu   sync.Mutex
 	subs map[chan supervisor.Event]struct{}
@@ -105,9 +107,13 @@ func newFake() *fakeBackend {
 			Service: "web", ConfigPath: "/etc/baton/web.toml", PID: 42,
 			Listeners: []supervisor.ListenerStatus{{Name: "http", Network: "tcp", Address: "127.0.0.1:8080", Mode: "steered", Why: "CAP_BPF"}},
 			Generations: []supervisor.GenerationStatus{
-				{ID: 2, State: "serving", PID: 1001, Ready: true, Started: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
-					ReadyAfter: 12 * time.Millisecond, Executable: "/srv/app", SHA256: strings.Repeat("ab", 32)},
-				{ID: 3, State: "starting", Started: time.Date(2025, 1, 2, 3, 5, 0, 0, time.UTC), Restarts: 1},
+				{ID: 2, State: "serving", Strategy: "blue-green", PID: 1001, PIDs: []int{1001}, Ready: true,
+					Started: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC), ReadyAfter: 12 * time.Millisecond,
+					Executable: "/srv/app", SHA256: strings.Repeat("ab", 32), Weight: 100, Share: -1,
+					Instances: []supervisor.InstanceStatus{{Index: 0, State: "running", PID: 1001, Ready: true,
+						ReadyAfter: 12 * time.Millisecond, Routed: true}}},
+				{ID: 3, State: "starting", Strategy: "blue-green", Started: time.Date(2025, 1, 2, 3, 5, 0, 0, time.UTC),
+					Restarts: 1, Share: -1, Instances: []supervisor.InstanceStatus{{Index: 0, State: "running", Restarts: 1}}},
 			},
 			Serving: 2, Candidate: 3,
 		},
@@ -130,6 +136,20 @@ func (f *fakeBackend) Rollback(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	return f.rollback(ctx)
+}
+
+func (f *fakeBackend) Promote(ctx context.Context, all bool) error {
+	if f.promote == nil {
+		return nil
+	}
+	return f.promote(ctx, all)
+}
+
+func (f *fakeBackend) Abort(ctx context.Context) error {
+	if f.abort == nil {
+		return nil
+	}
+	return f.abort(ctx)
 }
 
 func (f *fakeBackend) Stop() { f.stopped <- struct{}{} }

@@ -32,6 +32,8 @@ const (
 	CommandStatus   = "status"   // answer a "status" response
 	CommandUpgrade  = "upgrade"  // start an upgrade, as SIGHUP does
 	CommandRollback = "rollback" // start the previous generation's config again
+	CommandPromote  = "promote"  // move the canary in progress to its next step now ("all": to 100%)
+	CommandAbort    = "abort"    // undo the upgrade in progress, at whatever step it is
 	CommandStop     = "stop"     // drain and exit, as SIGTERM does
 )
 
@@ -47,8 +49,8 @@ const (
 type Request struct {
 	// Version must be ProtocolVersion.
 	Version int `json:"version"`
-	// Command is CommandStatus, CommandUpgrade, CommandRollback or
-	// CommandStop.
+	// Command is CommandStatus, CommandUpgrade, CommandRollback,
+	// CommandPromote, CommandAbort or CommandStop.
 	Command string `json:"command"`
 	// Wait (upgrade and rollback only) streams the upgrade's events and
 	// answers its outcome; without it the answer only says it was started.
@@ -56,6 +58,9 @@ type Request struct {
 	// Timeout (with Wait only) is a Go duration bounding the wait, at most
 	// MaxWaitTimeout; "" means DefaultWaitTimeout.
 	Timeout string `json:"timeout,omitempty"`
+	// All (promote only) skips the remaining canary steps: the candidate
+	// goes straight to 100%.
+	All bool `json:"all,omitempty"`
 }
 
 // WaitTimeout is the request's Timeout, or DefaultWaitTimeout. Call it on a
@@ -80,7 +85,7 @@ type Response struct {
 	Status *StatusJSON `json:"status,omitempty"`
 	// Event is one step of a generation's life, while a wait goes on.
 	Event *EventJSON `json:"event,omitempty"`
-	// Result is the outcome of upgrade, rollback and stop.
+	// Result is the outcome of upgrade, rollback, promote, abort and stop.
 	Result *ResultJSON `json:"result,omitempty"`
 
 	// Raw is the line as received, set by Do, so that a client can pass on
@@ -88,18 +93,20 @@ type Response struct {
 	Raw json.RawMessage `json:"-"`
 }
 
-// ResultJSON is the outcome of upgrade, rollback and stop.
+// ResultJSON is the outcome of upgrade, rollback, promote, abort and stop.
 type ResultJSON struct {
 	// OK is true when the command did what it was asked: stop and upgrade or
 	// rollback without wait were started; with wait, the new generation
-	// was promoted.
+	// was promoted; promote moved the canary on, abort began undoing the
+	// upgrade.
 	OK bool `json:"ok"`
 	// Generation is the promoted generation's id after a wait; 0 when the
 	// command was only started, and when OK is false.
 	Generation int `json:"generation"`
 	// Reason says why OK is false (e.g. "generation 3: not ready within
-	// 30s"); with OK true it may carry a note, e.g. that the wait for the
-	// replaced generation to retire timed out.
+	// 30s", or for promote and abort "no upgrade in progress: nothing to
+	// promote or abort"); with OK true it may carry a note, e.g. that the
+	// wait for the replaced generation to retire timed out.
 	Reason string `json:"reason,omitempty"`
 }
 
@@ -181,8 +188,10 @@ func parseRequest(line []byte) (Request, error) {
 			dst, want = &req.Wait, "true or false"
 		case "timeout":
 			dst, want = &req.Timeout, "a string (a Go duration such as \"90s\")"
+		case "all":
+			dst, want = &req.All, "true or false"
 		default:
-			return req, fmt.Errorf("unknown field %q (want version, command, wait or timeout)", key)
+			return req, fmt.Errorf("unknown field %q (want version, command, wait, timeout or all)", key)
 		}
 		if bytes.Equal(raw, []byte("null")) || json.Unmarshal(raw, dst) != nil {
 			return req, fmt.Errorf("field %q must be %s, not %s", key, want, raw)
@@ -214,7 +223,7 @@ func (r Request) check() error {
 		return fmt.Errorf("unsupported protocol version %d (this baton speaks version %d)", r.Version, ProtocolVersion)
 	}
 	switch r.Command {
-	case CommandStatus, CommandStop:
+	case CommandStatus, CommandStop, CommandPromote, CommandAbort:
 		if r.Wait {
 			return fmt.Errorf(`"wait" applies to upgrade and rollback, not to %s`, r.Command)
 		}
@@ -223,7 +232,7 @@ func (r Request) check() error {
 		}
 	case CommandUpgrade, CommandRollback:
 		if r.Timeout == "" {
-			return nil
+			break
 		}
 		if !r.Wait {
 			return errors.New(`"timeout" needs "wait": true`)
@@ -236,7 +245,10 @@ func (r Request) check() error {
 			return fmt.Errorf("timeout %s is out of range (want more than 0, at most %s)", d, MaxWaitTimeout)
 		}
 	default:
-		return fmt.Errorf("unknown command %q (want status, upgrade, rollback or stop)", r.Command)
+		return fmt.Errorf("unknown command %q (want status, upgrade, rollback, promote, abort or stop)", r.Command)
+	}
+	if r.All && r.Command != CommandPromote {
+		return fmt.Errorf(`"all" applies to promote, not to %s`, r.Command)
 	}
 	return nil
 }

@@ -20,6 +20,10 @@ func TestDecodeRequest(t *testing.T) {
 			`{"version":1,"command":"status","wait":false}` + "\n":                             {Version: 1, Command: "status"},
 			`{"version":1,"command":"upgrade","wait":true,"timeout":"24h"}` + "\n":             {Version: 1, Command: "upgrade", Wait: true, Timeout: "24h"},
 			`{"version":1,"command":"upgrade","wait":true}` + strings.Repeat(" ", 1000) + "\n": {Version: 1, Command: "upgrade", Wait: true},
+			`{"version":1,"command":"promote"}` + "\n":                                         {Version: 1, Command: "promote"},
+			`{"version":1,"command":"promote","all":true}` + "\n":                              {Version: 1, Command: "promote", All: true},
+			`{"version":1,"command":"abort","all":false}` + "\n":                               {Version: 1, Command: "abort"},
+			`{"version":1,"command":"abort"}` + "\n":                                           {Version: 1, Command: "abort"},
 		} {
 			got, err := DecodeRequest(strings.NewReader(in))
 			if err != nil || got != want {
@@ -46,7 +50,15 @@ func TestDecodeRequest(t *testing.T) {
 			`{"version":1,"command":"status","command":"stop"}` + "\n":                       `field "command" given twice`,
 			`{"version":0,"command":"status"}` + "\n":                                        "unsupported protocol version 0",
 			`{"version":1,"command":""}` + "\n":                                              `unknown command ""`,
-			`{"version":1,"command":"STATUS"}` + "\n":                                        `unknown command "STATUS"`,
+			`{"version":1,"command":"STATUS"}` + "\n":                                        `unknown command "STATUS" (want status, upgrade, rollback, promote, abort or stop)`,
+			`{"version":1,"command":"promote","all":"yes"}` + "\n":                           `field "all" must be true or false, not "yes"`,
+			`{"version":1,"command":"abort","all":true}` + "\n":                              `"all" applies to promote, not to abort`,
+			`{"version":1,"command":"upgrade","all":true}` + "\n":                            `"all" applies to promote, not to upgrade`,
+			`{"version":1,"command":"status","all":true}` + "\n":                             `"all" applies to promote, not to status`,
+			`{"version":1,"command":"upgrde","all":true}` + "\n":                             `unknown command "upgrde"`,
+			`{"version":1,"command":"promote","wait":true}` + "\n":                           `"wait" applies to upgrade and rollback, not to promote`,
+			`{"version":1,"command":"abort","wait":true,"timeout":"1s"}` + "\n":              `"wait" applies to upgrade and rollback, not to abort`,
+			`{"version":1,"command":"promote","timeout":"1s"}` + "\n":                        `"timeout" applies to upgrade and rollback, not to promote`,
 			`{"version":1,"command":"stop","wait":true}` + "\n":                              `"wait" applies to upgrade and rollback, not to stop`,
 			`{"version":1,"command":"status","timeout":"1s"}` + "\n":                         `"timeout" applies to upgrade and rollback, not to status`,
 			`{"version":1,"command":"upgrade","timeout":"1s"}` + "\n":                        `"timeout" needs "wait": true`,
@@ -103,8 +115,11 @@ func FuzzDecodeRequest(f *testing.F) {
 		if req.Version != ProtocolVersion {
 			t.Fatalf("accepted version %d", req.Version)
 		}
+		if req.All && req.Command != CommandPromote {
+			t.Fatalf("accepted all on %s", req.Command)
+		}
 		switch req.Command {
-		case CommandStatus, CommandStop:
+		case CommandStatus, CommandStop, CommandPromote, CommandAbort:
 			if req.Wait || req.Timeout != "" {
 				t.Fatalf("accepted wait or timeout on %s: %+v", req.Command, req)
 			}

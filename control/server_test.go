@@ -28,9 +28,11 @@ func TestStatus(t *testing.T) {
 		Service: "web", Config: "/etc/baton/web.toml", BatonPID: 42,
 		Listeners: []ListenerJSON{{Name: "http", Network: "tcp", Address: "127.0.0.1:8080", Mode: "steered", Why: "CAP_BPF"}},
 		Generations: []GenerationJSON{
-			{ID: 2, State: "serving", PIDs: []int{1001}, Started: "2025-01-02T03:04:05Z", Ready: true, TimeToReadyMS: 12,
-				Executable: "/srv/app", SHA256: strings.Repeat("ab", 32)},
-			{ID: 3, State: "starting", PIDs: []int{}, Started: "2025-01-02T03:05:00Z", Restarts: 1},
+			{ID: 2, State: "serving", Strategy: "blue-green", PIDs: []int{1001}, Started: "2025-01-02T03:04:05Z", Ready: true,
+				TimeToReadyMS: 12, Executable: "/srv/app", SHA256: strings.Repeat("ab", 32), Weight: 100,
+				Instances: []InstanceJSON{{Index: 0, State: "running", PID: 1001, Ready: true, TimeToReadyMS: 12, Routed: true}}},
+			{ID: 3, State: "starting", Strategy: "blue-green", PIDs: []int{}, Started: "2025-01-02T03:05:00Z", Restarts: 1,
+				Instances: []InstanceJSON{{Index: 0, State: "running", Restarts: 1}}},
 		},
 		Serving: 2, Upgrade: &UpgradeJSON{Candidate: 3},
 	}

@@ -10,22 +10,27 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/baton-sh/baton/control"
+	"github.com/baton-sh/baton/internal/loadgen"
 	"github.com/baton-sh/baton/supervisor"
 )
 
-// fakeBackend answers a fixed status and scripted upgrades.
+// fakeBackend answers a fixed status and scripted upgrades, promotes and
+// aborts.
 type fakeBackend struct {
 	status  supervisor.Status
 	upgrade func(emit func(supervisor.Event)) (int, error)
+	gradual func(what string) error // "promote", "promote all" or "abort"
 
 	mu   sync.Mutex
 	subs []chan supervisor.Event
@@ -35,6 +40,15 @@ func (f *fakeBackend) Status(context.Context) (supervisor.Status, error) { retur
 func (f *fakeBackend) Upgrade(context.Context) (int, error)              { return f.upgrade(f.emit) }
 func (f *fakeBackend) Rollback(context.Context) (int, error)             { return f.upgrade(f.emit) }
 func (f *fakeBackend) Stop()                                             {}
+
+func (f *fakeBackend) Promote(_ context.Context, all bool) error {
+	if all {
+		return f.gradual("promote all")
+	}
+	return f.gradual("promote")
+}
+
+func (f *fakeBackend) Abort(context.Context) error { return f.gradual("abort") }
 
 func (f *fakeBackend) Subscribe(n int) (<-chan supervisor.Event, func()) {
 	ch := make(chan supervisor.Event, n)
@@ -78,9 +92,11 @@ func TestStatusCmd(t *testing.T) {
 		Service: "web", ConfigPath: "/etc/baton/web.toml", PID: 42, Serving: 2, Candidate: 3,
 		Listeners: []supervisor.ListenerStatus{{Name: "http", Network: "tcp", Address: "127.0.0.1:8080", Mode: "steered"}},
 		Generations: []supervisor.GenerationStatus{
-			{ID: 2, State: "serving", PID: 1001, Ready: true, Started: started, ReadyAfter: 12 * time.Millisecond,
-				Executable: "/srv/app", SHA256: "0123456789abcdef0123"},
-			{ID: 3, State: "starting", Started: started, Restarts: 2},
+			{ID: 2, State: "serving", Strategy: "blue-green", PID: 1001, PIDs: []int{1001}, Ready: true, Started: started,
+				ReadyAfter: 12 * time.Millisecond, Executable: "/srv/app", SHA256: "0123456789abcdef0123", Weight: 100, Share: -1,
+				Instances: []supervisor.InstanceStatus{{State: "running", PID: 1001, Ready: true, Routed: true}}},
+			{ID: 3, State: "starting", Strategy: "blue-green", Started: started, Restarts: 2, Share: -1,
+				Instances: []supervisor.InstanceStatus{{State: "running", Restarts: 2}}},
 		},
 	}}
 	sock := serveFake(t, f)
@@ -91,14 +107,19 @@ func TestStatusCmd(t *testing.T) {
 	for _, re := range []string{
 		`(?m)^service web \(baton pid 42, config /etc/baton/web.toml\)$`,
 		`(?m)^listener http +tcp +127\.0\.0\.1:8080 +steered$`,
-		`(?m)^upgrade in progress: generation 3$`,
-		`(?m)^ID +STATE +PID +READY +UPTIME +RESTARTS +EXECUTABLE +SHA256$`,
-		`(?m)^2 +serving +1001 +12ms +1m5s +0 +/srv/app +0123456789ab$`,
-		`(?m)^3 +starting +- +no +1m5s +2 +- +-$`,
+		`(?m)^upgrade in progress: generation 3 \(blue-green\), starting$`,
+		`(?m)^  generation 2: weight 100%, share not known yet$`,
+		`(?m)^  generation 3: weight 0%, share not known yet$`,
+		`(?m)^ID +STATE +STRATEGY +PID +READY +UPTIME +RESTARTS +EXECUTABLE +SHA256$`,
+		`(?m)^2 +serving +blue-green +1001 +12ms +1m5s +0 +/srv/app +0123456789ab$`,
+		`(?m)^3 +starting +blue-green +- +no +1m5s +2 +- +-$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out.String()) {
 			t.Errorf("no line matching %s in\n%s", re, out.String())
 		}
+	}
+	if strings.Contains(out.String(), "INSTANCE") {
+		t.Errorf("an instance table for generations of one instance each:\n%s", out.String())
 	}
 
 	out.Reset()
@@ -186,6 +207,12 @@ func TestClientUsage(t *testing.T) {
 		{statusCmd, []string{"--socket", filepath.Join(dir, "none.sock")},
 			"status: connect to " + filepath.Join(dir, "none.sock") + ": no such file or directory (is baton running?)"},
 		{rollbackCmd, []string{"--socket", filepath.Join(dir, "none.sock"), "--wait"}, "rollback: connect to "},
+		{promoteCmd, nil, "promote: -c FILE or --socket PATH is required"},
+		{promoteCmd, []string{"--socket", "/x", "--wait"}, "flag provided but not defined: -wait"},
+		{promoteCmd, []string{"--socket", "/x", "next"}, `promote: unexpected argument "next"`},
+		{abortCmd, []string{"--socket", "/x", "--all"}, "flag provided but not defined: -all"},
+		{abortCmd, []string{"--socket", filepath.Join(dir, "none.sock")}, "abort: connect to "},
+		{promoteCmd, []string{"--socket", filepath.Join(dir, "none.sock"), "--all"}, "promote: connect to "},
 	} {
 		err := tc.cmd(tc.args, io.Discard, io.Discard)
 		var ue usageError
@@ -321,3 +348,501 @@ $`
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// canaryStatus is a canary upgrade from generation 2 to 3 at step 2 of 3,
+// with two instances per generation.
+func canaryStatus(started time.Time) supervisor.Status {
+	return supervisor.Status{
+		Service: "web", ConfigPath: "/etc/baton/web.toml", PID: 42, Serving: 2, Candidate: 3,
+		Listeners: []supervisor.ListenerStatus{{Name: "http", Network: "tcp", Address: "127.0.0.1:8080", Mode: "steered"}},
+		Generations: []supervisor.GenerationStatus{
+			{ID: 2, State: "serving", Strategy: "canary", PIDs: []int{1001, 1002}, Ready: true, Started: started,
+				ReadyAfter: 7 * time.Millisecond, Weight: 50, Share: 48.71, Connections: 190,
+				Instances: []supervisor.InstanceStatus{
+					{Index: 0, State: "running", PID: 1001, Ready: true, ReadyAfter: 5 * time.Millisecond, Routed: true},
+					{Index: 1, State: "running", PID: 1002, Ready: true, ReadyAfter: 7 * time.Millisecond, Routed: true, Restarts: 2},
+				}},
+			{ID: 3, State: "canary", Strategy: "canary", PIDs: []int{1003}, Started: started,
+				Weight: 50, Share: 51.29, Connections: 200, Step: 2, Steps: 3, Holding: true, Restarts: 1,
+				Instances: []supervisor.InstanceStatus{
+					{Index: 0, State: "running", PID: 1003, Ready: true, ReadyAfter: 9 * time.Millisecond, Routed: true,
+						Status: "warming up"},
+					{Index: 1, State: "running", Restarts: 1, GaveUp: true},
+				}},
+		},
+	}
+}
+
+// TestStatusCmdCanary: the upgrade line says the strategy and step, each
+// routed generation its weight and share, and the instances get a table of
+// their own.
+func TestStatusCmdCanary(t *testing.T) {
+	started := time.Now().Add(-65 * time.Second)
+	sock := serveFake(t, &fakeBackend{status: canaryStatus(started)})
+	var out bytes.Buffer
+	if err := statusCmd([]string{"--socket", sock}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	want := "upgrade in progress: generation 3 (canary), step 2/3 (50%), holding until `baton promote`\n" +
+		"  generation 2: weight 50%, share 48.7% of 390 new connections\n" +
+		"  generation 3: weight 50%, share 51.3% of 390 new connections\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("status lacks\n%s\nin\n%s", want, out.String())
+	}
+	for _, re := range []string{
+		`(?m)^2 +serving +canary +1001,1002 +7ms +1m5s +0 +- +-$`,
+		`(?m)^3 +canary +canary +1003 +no +1m5s +1 +- +-$`,
+		`(?m)^GENERATION +INSTANCE +STATE +PID +READY +ROUTED +RESTARTS +STATUS$`,
+		`(?m)^2 +0 +running +1001 +5ms +yes +0 +-$`,
+		`(?m)^2 +1 +running +1002 +7ms +yes +2 +-$`,
+		`(?m)^3 +0 +running +1003 +9ms +yes +0 +warming up$`,
+		`(?m)^3 +1 +running,gave-up +- +no +no +1 +-$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("no line matching %s in\n%s", re, out.String())
+		}
+	}
+}
+
+// TestUpgradeLine: how far the candidate is, by strategy and step, and its
+// share, measured or estimated.
+func TestUpgradeLine(t *testing.T) {
+	share := func(v float64) *float64 { return &v }
+	serving := control.GenerationJSON{ID: 2, State: "serving", Strategy: "canary", Weight: 90}
+	tests := []struct {
+		name string
+		cand control.GenerationJSON
+		want string
+	}{
+		{"canary starting", control.GenerationJSON{Strategy: "canary", State: "starting", Steps: 2},
+			"upgrade in progress: generation 3 (canary), starting before step 1/2\n" +
+				"  generation 2: weight 90%, share not known yet\n  generation 3: weight 0%, share not known yet\n"},
+		{"canary pausing", control.GenerationJSON{Strategy: "canary", State: "canary", Step: 1, Steps: 2, Weight: 10,
+			Share: share(9.5), Connections: 19},
+			"upgrade in progress: generation 3 (canary), step 1/2 (10%)\n" +
+				"  generation 2: weight 90%, share not known yet\n  generation 3: weight 10%, share 9.5% of 19 new connections\n"},
+		{"canary past its last step", control.GenerationJSON{Strategy: "canary", State: "canary", Step: 3, Steps: 2, Weight: 50},
+			"upgrade in progress: generation 3 (canary), past step 2/2, moving to 100%\n"},
+		{"shared mode", control.GenerationJSON{Strategy: "canary", State: "canary", Step: 1, Steps: 2, Weight: 10,
+			Share: share(100.0 / 3), ShareEstimated: true},
+			"  generation 3: weight 10%, share ~33.3% (by instance count)\n"},
+		{"aborting", control.GenerationJSON{Strategy: "canary", State: "canary", Step: 2, Steps: 2, Aborting: "aborted by `baton abort`"},
+			"upgrade in progress: generation 3 (canary), being undone: aborted by `baton abort`\n"},
+		{"rolling", control.GenerationJSON{Strategy: "rolling", State: "canary", Weight: 50,
+			Instances: []control.InstanceJSON{{Routed: true}, {Routed: true}, {}}},
+			"upgrade in progress: generation 3 (rolling), 2 new instances routed\n"},
+		{"blue-green ready", control.GenerationJSON{Strategy: "blue-green", State: "starting", Ready: true},
+			"upgrade in progress: generation 3 (blue-green), starting\n"},
+		{"a baton without gradual upgrades", control.GenerationJSON{State: "starting"},
+			"upgrade in progress: generation 3\n\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cand.ID = 3
+			st := &control.StatusJSON{Serving: 2, Upgrade: &control.UpgradeJSON{Candidate: 3},
+				Generations: []control.GenerationJSON{serving, tt.cand}}
+			var out bytes.Buffer
+			printStatus(&out, st, time.Now())
+			if !strings.Contains(out.String(), tt.want) {
+				t.Errorf("got\n%s\nwant it to contain\n%s", out.String(), tt.want)
+			}
+		})
+	}
+}
+
+// TestEventLines: step events with and without the status's context, and
+// instance numbers only where there are several instances.
+func TestEventLines(t *testing.T) {
+	canary := func(step, steps, weight int) *control.GenerationJSON {
+		return &control.GenerationJSON{ID: 3, Strategy: "canary", Step: step, Steps: steps, Weight: weight}
+	}
+	step := func(weight int, pause time.Duration) *control.EventJSON {
+		return &control.EventJSON{Kind: "step", Generation: 3, Weight: weight, DurationMS: pause.Milliseconds()}
+	}
+	tests := []struct {
+		ev      *control.EventJSON
+		gen     *control.GenerationJSON
+		several bool
+		want    string
+	}{
+		{step(10, 30*time.Second), canary(1, 2, 10), false, "generation 3 at 10% (step 1/2, pause 30s)"},
+		{step(50, 0), canary(2, 2, 50), false, "generation 3 at 50% (step 2/2, holding until `baton promote`)"},
+		// The canary moved on before the status was taken: no step number.
+		{step(10, 30*time.Second), canary(2, 2, 50), false, "generation 3 at 10% (pause 30s)"},
+		{step(50, 0), canary(3, 2, 50), false, "generation 3 at 50% (holding until `baton promote`)"},
+		// No status: what the event says.
+		{step(10, 90*time.Second), nil, false, "generation 3 at 10% (pause 1m30s)"},
+		{step(50, 0), nil, false, "generation 3 at 50%"},
+		{step(50, 0), &control.GenerationJSON{ID: 3, Strategy: "rolling", Weight: 50}, false, "generation 3 at 50% (rolling)"},
+
+		{&control.EventJSON{Kind: "spawned", Generation: 3, Instance: 1, PID: 1234}, nil, true,
+			"generation 3, instance 1: spawned (pid 1234)"},
+		{&control.EventJSON{Kind: "spawned", Generation: 3, PID: 1234}, nil, false, "generation 3: spawned (pid 1234)"},
+		{&control.EventJSON{Kind: "ready", Generation: 3, Instance: 0, DurationMS: 12}, nil, true,
+			"generation 3, instance 0: ready after 12ms"},
+		{&control.EventJSON{Kind: "crashed", Generation: 2, Instance: 1, Reason: "exit status 1"}, nil, true,
+			"generation 2, instance 1: crashed (exit status 1)"},
+		{&control.EventJSON{Kind: "stopping", Generation: 2, Instance: 1, Reason: "replaced by generation 3"}, nil, true,
+			"generation 2, instance 1: stopping (replaced by generation 3)"},
+		// A generation's own events have no instance.
+		{&control.EventJSON{Kind: "promoted", Generation: 3, Replaces: 2}, nil, true, "generation 3: promoted, replacing generation 2"},
+		{&control.EventJSON{Kind: "retired", Generation: 2}, nil, true, "generation 2: retired"},
+	}
+	for _, tt := range tests {
+		if got := eventLine(tt.ev, tt.gen, tt.several); got != tt.want {
+			t.Errorf("%+v: got %q, want %q", tt.ev, got, tt.want)
+		}
+	}
+}
+
+// TestUpgradeCmdWaitCanary: the lines of a canary upgrade of a service of
+// two instances, the step numbers and instance numbers from the status.
+func TestUpgradeCmdWaitCanary(t *testing.T) {
+	f := &fakeBackend{status: canaryStatus(time.Now())} // at step 2/3, 50%, holding
+	sock := serveFake(t, f)
+	f.upgrade = func(emit func(supervisor.Event)) (int, error) {
+		for _, ev := range []supervisor.Event{
+			{Kind: supervisor.EventSpawned, Gen: 3, Instance: 0, PID: 1003},
+			{Kind: supervisor.EventSpawned, Gen: 3, Instance: 1, PID: 1004},
+			{Kind: supervisor.EventReady, Gen: 3, Instance: 1, PID: 1004, Duration: 8 * time.Millisecond},
+			{Kind: supervisor.EventReady, Gen: 3, Instance: 0, PID: 1003, Duration: 9 * time.Millisecond},
+			{Kind: supervisor.EventStep, Gen: 3, PID: 1003, Weight: 10, Duration: 30 * time.Second},
+			{Kind: supervisor.EventStep, Gen: 3, PID: 1003, Weight: 50},
+			{Kind: supervisor.EventPromoted, Gen: 3, PID: 1003, Replaces: 2},
+			{Kind: supervisor.EventDraining, Gen: 2, PID: 1001},
+			{Kind: supervisor.EventStopping, Gen: 2, Instance: 1, PID: 1002, Reason: "replaced by generation 3"},
+			{Kind: supervisor.EventRetired, Gen: 2},
+		} {
+			emit(ev)
+		}
+		return 3, nil
+	}
+	var out bytes.Buffer
+	if err := upgradeCmd([]string{"--socket", sock, "--wait"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	want := `generation 3, instance 0: spawned (pid 1003)
+generation 3, instance 1: spawned (pid 1004)
+generation 3, instance 1: ready after 8ms
+generation 3, instance 0: ready after 9ms
+generation 3 at 10% (pause 30s)
+generation 3 at 50% (step 2/3, holding until ` + "`baton promote`" + `)
+generation 3: promoted, replacing generation 2
+generation 2: draining
+generation 2, instance 1: stopping (replaced by generation 3)
+generation 2: retired
+upgrade complete: generation 3 serving
+`
+	if out.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", out.String(), want)
+	}
+}
+
+// TestPromoteAbortCmd: done is exit 0 with what happens next; nothing to
+// act on is exit 1 with the supervisor's reason.
+func TestPromoteAbortCmd(t *testing.T) {
+	asked := make(chan string, 10)
+	var refuse atomic.Pointer[error]
+	f := &fakeBackend{gradual: func(what string) error {
+		asked <- what
+		if err := refuse.Load(); err != nil {
+			return *err
+		}
+		return nil
+	}}
+	sock := serveFake(t, f)
+	tests := []struct {
+		cmd  func([]string, io.Writer, io.Writer) error
+		args []string
+		want string
+	}{
+		{promoteCmd, nil, "the canary moves on to its next step (`baton status` shows it)\n"},
+		{promoteCmd, []string{"--all"}, "the canary moves on to 100% once all its instances are ready\n"},
+		{abortCmd, nil, "upgrade aborted: the serving generation gets every new connection back, the candidate drains\n"},
+	}
+	for _, tt := range tests {
+		var out bytes.Buffer
+		if err := tt.cmd(append([]string{"--socket", sock}, tt.args...), &out, io.Discard); err != nil || out.String() != tt.want {
+			t.Errorf("%q: %v, %q; want %q", tt.args, err, out.String(), tt.want)
+		}
+	}
+	for _, want := range []string{"promote", "promote all", "abort"} {
+		if got := <-asked; got != want { // buffered: each was asked before its answer came
+			t.Errorf("the supervisor was asked %q, want %q", got, want)
+		}
+	}
+
+	err := fmt.Errorf("%w: nothing to promote or abort", supervisor.ErrNoCanary)
+	refuse.Store(&err)
+	for name, cmd := range map[string]func([]string, io.Writer, io.Writer) error{"promote": promoteCmd, "abort": abortCmd} {
+		var out bytes.Buffer
+		err := cmd([]string{"--socket", sock}, &out, io.Discard)
+		var ue usageError
+		if err == nil || errors.As(err, &ue) || err.Error() != name+" failed: no upgrade in progress: nothing to promote or abort" {
+			t.Errorf("%s without an upgrade: %v, want a plain error (exit 1)", name, err)
+		}
+		if out.Len() != 0 {
+			t.Errorf("%s without an upgrade printed %q", name, out.String())
+		}
+	}
+}
+
+// TestCanaryAgainstSupervisor drives a canary upgrade of a real supervisor
+// (in this process, two instances of the hello example per generation)
+// through the CLI, with traffic: `upgrade --wait` shows the steps and
+// instances, `status` the hold and the share of the connections sent,
+// `promote` ends the hold; a second upgrade is undone by `abort`, after
+// which `promote` has nothing to act on.
+func TestCanaryAgainstSupervisor(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control.sock")
+	cfgPath := filepath.Join(dir, "canary.toml")
+	writeConfig := func(version string) {
+		t.Helper()
+		content := fmt.Sprintf(`[service]
+command = [%q]
+environment = { GREETING_VERSION = %q }
+instances = 2
+
+[[listener]]
+name = "http"
+address = "127.0.0.1:0"
+
+[readiness]
+timeout = "10s"
+
+[upgrade]
+strategy = "canary"
+steps = [{ weight = 10, pause = "1s" }, { weight = 50 }]
+
+[control]
+socket = %q
+`, helloBin, version, sock)
+		if err := os.WriteFile(cfgPath, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConfig("1")
+	runInProcess(t, cfgPath)
+
+	status := func() control.StatusJSON {
+		t.Helper()
+		var out bytes.Buffer
+		var st control.StatusJSON
+		if err := statusCmd([]string{"--socket", sock, "--json"}, &out, io.Discard); err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		if err := json.Unmarshal(out.Bytes(), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	// until polls the status until ok; it fails the test after 30s.
+	until := func(what string, ok func(control.StatusJSON) bool) control.StatusJSON {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			st := status()
+			if ok(st) {
+				return st
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 30s; status %+v", what, st)
+			}
+		}
+	}
+	candidate := func(st control.StatusJSON) *control.GenerationJSON {
+		for i, g := range st.Generations {
+			if st.Upgrade != nil && g.ID == st.Upgrade.Candidate {
+				return &st.Generations[i]
+			}
+		}
+		return nil
+	}
+	st := until("generation 1 ready", func(st control.StatusJSON) bool {
+		return st.Serving == 1 && len(st.Generations) == 1 && st.Generations[0].Ready
+	})
+	// The first generation replaced none: promoted once ready, as blue-green.
+	if g := st.Generations[0]; g.Strategy != "blue-green" || len(g.PIDs) != 2 || len(g.Instances) != 2 || g.Weight != 100 {
+		t.Errorf("generation 1: %+v", g)
+	}
+	url := "http://" + st.Listeners[0].Address + "/"
+
+	type result struct {
+		out string
+		err error
+	}
+	upgrade := func() <-chan result {
+		done := make(chan result, 1)
+		go func() {
+			var out bytes.Buffer
+			err := upgradeCmd([]string{"--socket", sock, "--wait", "--timeout", "60s"}, &out, io.Discard)
+			done <- result{out.String(), err}
+		}()
+		return done
+	}
+
+	// Generation 2 holds at 50% once its 10% step has paused.
+	writeConfig("2")
+	upgraded := upgrade()
+	until("generation 2 holding at step 2/2", func(st control.StatusJSON) bool {
+		g := candidate(st)
+		return g != nil && g.Step == 2 && g.Holding
+	})
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	answered := map[string]int{}
+	const requests = 100
+	for range requests {
+		gen, err := loadgen.Get(context.Background(), hc, url)
+		if err != nil {
+			t.Fatalf("GET %s during the canary: %v", url, err)
+		}
+		answered[gen]++
+	}
+	if answered["1"] == 0 || answered["2"] == 0 || answered["1"]+answered["2"] != requests {
+		t.Errorf("answers at 50%%: %v, want both generations", answered)
+	}
+	st = status()
+	g := candidate(st)
+	switch mode := st.Listeners[0].Mode; {
+	case mode == supervisor.ModeSteered && (g.ShareEstimated || g.Share == nil || g.Connections == 0):
+		t.Errorf("steered: the candidate's share is not measured: %+v", g)
+	case mode == supervisor.ModeShared && !g.ShareEstimated:
+		t.Errorf("shared: the candidate's share is not marked estimated: %+v", g)
+	}
+	var out bytes.Buffer
+	if err := statusCmd([]string{"--socket", sock}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("status at the hold:\n%s", out.String())
+	if !strings.Contains(out.String(), "upgrade in progress: generation 2 (canary), step 2/2 (50%), holding until `baton promote`\n") ||
+		!regexp.MustCompile(`(?m)^  generation 2: weight 50%, share ~?\d`).MatchString(out.String()) ||
+		!regexp.MustCompile(`(?m)^2 +1 +running +\d+ +\S+ +yes +0 +-$`).MatchString(out.String()) {
+		t.Errorf("status at the hold:\n%s", out.String())
+	}
+
+	out.Reset()
+	if err := promoteCmd([]string{"--socket", sock}, &out, io.Discard); err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	r := within(t, upgraded, 30*time.Second, "upgrade --wait after promote")
+	t.Logf("upgrade --wait printed:\n%s", r.out)
+	if r.err != nil {
+		t.Fatalf("upgrade --wait: %v", r.err)
+	}
+	for _, re := range []string{
+		`(?m)^generation 2, instance 0: spawned \(pid \d+\)$`,
+		`(?m)^generation 2, instance 1: ready after \S+$`,
+		`(?m)^generation 2 at 10% \((step 1/2, )?pause 1s\)$`,
+		"(?m)^generation 2 at 50% \\(step 2/2, holding until `baton promote`\\)$",
+		`(?m)^generation 2: promoted, replacing generation 1$`,
+		`(?m)^generation 1, instance \d: stopping \(.+\)$`,
+		`(?m)^generation 1: retired$`,
+		`upgrade complete: generation 2 serving\n$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(r.out) {
+			t.Errorf("upgrade --wait printed no line matching %s", re)
+		}
+	}
+
+	// Generation 3 is undone at its first step; generation 2 keeps
+	// serving, and there is nothing left to promote.
+	writeConfig("3")
+	upgraded = upgrade()
+	until("generation 3 at its first step", func(st control.StatusJSON) bool {
+		g := candidate(st)
+		return g != nil && g.Step == 1
+	})
+	out.Reset()
+	if err := abortCmd([]string{"--socket", sock}, &out, io.Discard); err != nil {
+		t.Fatalf("abort: %v", err)
+	}
+	r = within(t, upgraded, 30*time.Second, "upgrade --wait after abort")
+	var ue usageError
+	if r.err == nil || errors.As(r.err, &ue) || !strings.HasPrefix(r.err.Error(), "upgrade failed: generation 3: ") {
+		t.Errorf("aborted upgrade --wait: %v, want a plain error (exit 1)\n%s", r.err, r.out)
+	}
+	err := promoteCmd([]string{"--socket", sock}, io.Discard, io.Discard)
+	if err == nil || errors.As(err, &ue) || !strings.HasPrefix(err.Error(), "promote failed: ") {
+		t.Errorf("promote after the abort: %v, want a plain error (exit 1)", err)
+	}
+	st = until("generation 3 gone", func(st control.StatusJSON) bool { return len(st.Generations) == 1 })
+	if st.Serving != 2 || st.Upgrade != nil || st.Generations[0].Weight != 100 {
+		t.Errorf("after the abort: %+v", st)
+	}
+	for range 10 {
+		if gen, err := loadgen.Get(context.Background(), hc, url); err != nil || gen != "2" {
+			t.Errorf("GET after the abort: generation %q, %v; want 2", gen, err)
+		}
+	}
+}
+
+// runInProcess runs a supervisor for cfgPath in this process, with its
+// control socket, until the test ends.
+func runInProcess(t *testing.T, cfgPath string) {
+	t.Helper()
+	cfg, err := supervisor.LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncWriter{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	sup, err := supervisor.New(supervisor.Options{ConfigPath: cfgPath, Config: cfg, Logger: log, Shim: batonBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := control.Listen(control.ServerOptions{Path: cfg.Control.Socket, GID: cfg.Control.GID, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(sup) }()
+	ran := make(chan error, 1)
+	go func() { ran <- sup.Run(context.Background()) }()
+	t.Cleanup(func() {
+		sup.Stop()
+		if err := within(t, ran, 30*time.Second, "Run after Stop"); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if err := srv.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := within(t, served, 10*time.Second, "Serve after Close"); err != nil {
+			t.Error(err)
+		}
+		if t.Failed() {
+			t.Logf("baton log:\n%s", logs.String())
+		}
+	})
+}
+
+// syncWriter collects a log written from several goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// within returns what ch yields, failing the test if nothing comes within d.
+func within[T any](t *testing.T, ch <-chan T, d time.Duration, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatalf("%s: nothing within %s", what, d)
+		var zero T
+		return zero
+	}
+}

@@ -30,19 +30,22 @@ const usage = `usage:
   baton upgrade [--wait] [--timeout D]         start the next generation (as SIGHUP)
   baton upgrade --self                         replace baton itself with the binary now at its path (as SIGUSR2)
   baton rollback [--wait] [--timeout D]        go back to the previous generation's config
+  baton promote [--all]                        move the canary to its next step now (--all: to 100%)
+  baton abort                                  undo the upgrade in progress, at any step
   baton stop                                   drain every generation and exit (as SIGTERM)
   baton version                                print the version
 
-status, upgrade, rollback and stop reach a running baton through its control
-socket: give -c FILE (the socket named by the config) or --socket PATH.
+status, upgrade, rollback, promote, abort and stop reach a running baton
+through its control socket: give -c FILE (the socket named by the config) or
+--socket PATH.
 
 Signals to "baton run": SIGHUP upgrades (re-reads FILE, starts the next
 generation alongside the serving one); SIGUSR2 upgrades baton itself;
 SIGTERM or SIGINT drains and exits.
 
-Exit status: 0 success; 1 the service could not be kept running, or an
-upgrade or rollback waited for with --wait failed; 2 usage, config or
-connection errors.
+Exit status: 0 success; 1 the service could not be kept running, an
+upgrade or rollback waited for with --wait failed, or promote or abort
+found nothing to act on; 2 usage, config or connection errors.
 `
 
 // usageError makes main exit 2.
@@ -82,6 +85,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return upgradeCmd(rest, stdout, stderr)
 	case "rollback":
 		return rollbackCmd(rest, stdout, stderr)
+	case "promote":
+		return promoteCmd(rest, stdout, stderr)
+	case "abort":
+		return abortCmd(rest, stdout, stderr)
 	case "stop":
 		return stopCmd(rest, stdout, stderr)
 	case "version", "--version":
