@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/baton-sh/baton/supervisor"
 )
 
 // StatusTimeout bounds how long a scrape waits for the supervisor's status.
@@ -18,7 +20,13 @@ const StatusTimeout = 2 * time.Second
 
 // states are the generation states; baton_generations reports each of
 // them, zero included.
-var states = []string{"starting", "serving", "draining", "stopping"}
+var states = []string{"starting", "canary", "serving", "draining", "stopping"}
+
+// Values of the basis label of baton_generation_share_percent.
+const (
+	BasisConnections = "connections" // counted by the steering programs
+	BasisInstances   = "instances"   // shared mode: the generation's part of the processes
+)
 
 var (
 	servingDesc = prometheus.NewDesc("baton_serving_generation",
@@ -29,11 +37,23 @@ var (
 		"One per listener, always 1; mode is steered (a socket per generation) or shared (one socket for all).",
 		[]string{"listener", "network", "address", "mode"}, nil)
 	rssDesc = prometheus.NewDesc("baton_generation_resident_memory_bytes",
-		"Resident memory of the generation's process and all its descendants, summed per process (pages shared between them count once per process).",
+		"Resident memory of the generation's processes (one per instance) and all their descendants, summed per process (pages shared between them count once per process).",
 		[]string{"generation", "state"}, nil)
 	cpuDesc = prometheus.NewDesc("baton_generation_cpu_seconds_total",
-		"User and system CPU time of the generation's process and all its descendants, including descendants that exited and were waited for. Restarts begin again from 0.",
+		"User and system CPU time of the generation's processes (one per instance) and all their descendants, including descendants that exited and were waited for. An instance that restarts or exits takes its time with it, which rate() reads as a counter reset.",
 		[]string{"generation", "state"}, nil)
+	instancesDesc = prometheus.NewDesc("baton_generation_instances",
+		"Instances of the generation, whatever their state (running, draining, stopping).",
+		[]string{"generation"}, nil)
+	weightDesc = prometheus.NewDesc("baton_generation_weight_percent",
+		"Percent of new connections the generation should get: 100 for the serving generation outside an upgrade; during one, the candidate's canary step or part of the routed instances, the serving generation the rest; 0 for the others.",
+		[]string{"generation"}, nil)
+	shareDesc = prometheus.NewDesc("baton_generation_share_percent",
+		"Percent of new connections the serving generation and the candidate got since the weights last changed; absent until known. basis: connections (counted by the steering programs) or instances (shared mode: the generation's part of the running processes).",
+		[]string{"generation", "basis"}, nil)
+	connectionsDesc = prometheus.NewDesc("baton_generation_steered_connections",
+		"New connections the steering programs gave the serving generation or the candidate since the weights last changed (it starts again from 0 at every change); absent without a steered listener.",
+		[]string{"generation"}, nil)
 )
 
 // statusCollector emits the metrics that describe the present, from a
@@ -50,7 +70,8 @@ func newStatusCollector(src Source) *statusCollector {
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{servingDesc, generationsDesc, listenerDesc, rssDesc, cpuDesc} {
+	for _, d := range []*prometheus.Desc{servingDesc, generationsDesc, listenerDesc, rssDesc, cpuDesc,
+		instancesDesc, weightDesc, shareDesc, connectionsDesc} {
 		ch <- d
 	}
 }
@@ -79,13 +100,32 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(generationsDesc, prometheus.GaugeValue, float64(n), s)
 	}
 
+	steered := false
 	for _, l := range st.Listeners {
 		ch <- prometheus.MustNewConstMetric(listenerDesc, prometheus.GaugeValue, 1, l.Name, l.Network, l.Address, l.Mode)
+		steered = steered || l.Mode == supervisor.ModeSteered
+	}
+
+	for _, g := range st.Generations {
+		id := strconv.Itoa(g.ID)
+		ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(len(g.Instances)), id)
+		ch <- prometheus.MustNewConstMetric(weightDesc, prometheus.GaugeValue, float64(g.Weight), id)
+		if g.Share >= 0 {
+			basis := BasisConnections
+			if g.ShareEstimated {
+				basis = BasisInstances
+			}
+			ch <- prometheus.MustNewConstMetric(shareDesc, prometheus.GaugeValue, g.Share, id, basis)
+		}
+		// Only these two are counted; the others' 0 would say nothing.
+		if steered && (g.ID == st.Serving || g.ID == st.Candidate) {
+			ch <- prometheus.MustNewConstMetric(connectionsDesc, prometheus.GaugeValue, float64(g.Connections), id)
+		}
 	}
 
 	var table *procTable
 	for _, g := range st.Generations {
-		if g.PID == 0 { // a restart is pending, or it gave up
+		if len(g.PIDs) == 0 { // every restart is pending, or it gave up
 			continue
 		}
 		if table == nil {
@@ -93,7 +133,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 				return // no procfs: no per-generation usage
 			}
 		}
-		u, ok := table.treeUsage(g.PID)
+		u, ok := table.treeUsage(g.PIDs...)
 		if !ok { // exited since the status was taken
 			continue
 		}

@@ -3,34 +3,49 @@
 // Package metrics exposes what the supervisor does as Prometheus metrics.
 //
 // Two kinds of numbers come from two places. Counters and histograms of
-// steps (upgrades, reverts, restarts, time to ready, time to drain) are kept
-// by one goroutine, Run, from the supervisor's event stream; nothing else
-// writes them. Everything that describes the present (the serving
-// generation, the generations and their processes, the listeners) is not
-// stored here at all: it is read at scrape time from a fresh Status and from
-// /proc, so a scrape never shows a generation that is gone.
+// steps (upgrades, reverts, canary and rolling steps, restarts, time to
+// ready, time to drain) are kept by one goroutine, Run, from the
+// supervisor's event stream; nothing else writes them. Everything that
+// describes the present (the serving generation, the generations, their
+// instances, weights and shares, the listeners) is not stored here at all:
+// it is read at scrape time from a fresh Status and from /proc, so a scrape
+// never shows a generation that is gone.
 //
 // Metrics (on a registry of their own, next to the go_* and process_*
 // metrics of baton itself):
 //
-//	baton_upgrades_total{result="promoted"|"failed"}          counter    upgrades decided, rollbacks included
+//	baton_upgrades_total{result="promoted"|"failed"}          counter    upgrades decided, rollbacks and aborts included
 //	baton_reverts_total{reason="manual"}                      counter    rollbacks that were promoted
+//	baton_upgrade_steps_total                                 counter    changes of a candidate's share: canary steps, rolling instances
 //	baton_restarts_total                                      counter    crashes of a serving process that led to a restart
 //	baton_readiness_seconds                                   histogram  time from a process's start to its readiness
 //	baton_drain_seconds                                       histogram  time from a generation being replaced to being gone
 //	baton_serving_generation                                  gauge      id of the serving generation, 0 if none
-//	baton_generations{state}                                  gauge      generations per state: starting, serving, draining, stopping
+//	baton_generations{state}                                  gauge      generations per state: starting, canary, serving, draining, stopping
 //	baton_listener_info{listener,network,address,mode}        gauge      1 per listener; mode is steered or shared
-//	baton_generation_resident_memory_bytes{generation,state}  gauge      RSS of the generation's process tree, bytes
-//	baton_generation_cpu_seconds_total{generation,state}      counter    user+system CPU of the generation's process tree
+//	baton_generation_instances{generation}                    gauge      instances of the generation, whatever their state
+//	baton_generation_weight_percent{generation}               gauge      percent of new connections it should get
+//	baton_generation_share_percent{generation,basis}          gauge      percent it did get since the weights last changed; basis is connections or instances
+//	baton_generation_steered_connections{generation}          gauge      new connections the steering programs gave it since the weights last changed
+//	baton_generation_resident_memory_bytes{generation,state}  gauge      RSS of the generation's process trees, bytes
+//	baton_generation_cpu_seconds_total{generation,state}      counter    user+system CPU of the generation's process trees
 //
-// The first five are counted from events since baton started; the label
-// values shown are all present from the start, at 0. The last five are read
+// The first six are counted from events since baton started; the label
+// values shown are all present from the start, at 0. The others are read
 // at scrape time; they are absent from a scrape for which the supervisor
 // did not answer within StatusTimeout (while it stops, for example), and
-// the rest of the scrape is served as usual. A process tree is the
-// generation's main process and all its descendants; a generation without
-// a process (a restart pending) has no resident memory or CPU series.
+// the rest of the scrape is served as usual.
+//
+// Of the scrape-time ones: the share is only there once known, for the
+// serving generation and the candidate: measured (basis "connections")
+// once a steering program has counted a connection, or in shared mode
+// estimated by the generation's part of the running processes (basis
+// "instances"). Steered connections are only there with a steered
+// listener, for the same two generations; they start again from 0 at every
+// change of weights, so they are a gauge. A process tree is an instance's
+// process and all its descendants, and a generation's usage sums the trees
+// of all its instances, each process once; a generation without a process
+// (every restart pending) has no resident memory or CPU series.
 package metrics
 
 import (
@@ -52,8 +67,8 @@ type Source interface {
 
 // EventBuffer is how many events Run may fall behind before the supervisor
 // drops some for it (the supervisor never waits for a subscriber). An
-// upgrade is about six events, so this is far more than a scrape-sized
-// hiccup can build up.
+// upgrade is about six events per instance, so this is far more than a
+// scrape-sized hiccup can build up.
 const EventBuffer = 1024
 
 // Values of the result and reason labels.
@@ -82,6 +97,7 @@ type Metrics struct {
 
 	upgrades  *prometheus.CounterVec
 	reverts   *prometheus.CounterVec
+	steps     prometheus.Counter
 	restarts  prometheus.Counter
 	readiness prometheus.Histogram
 	drain     prometheus.Histogram
@@ -104,6 +120,10 @@ func New(src Source) *Metrics {
 			Name: "baton_reverts_total",
 			Help: "Rollbacks to the previous generation that were promoted, by reason.",
 		}, []string{"reason"}),
+		steps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_upgrade_steps_total",
+			Help: "Changes of an upgrade's share of new connections short of promotion: canary steps begun, and rolling updates' instances replaced.",
+		}),
 		restarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "baton_restarts_total",
 			Help: "Times a serving process exited on its own and was scheduled for a restart.",
@@ -128,7 +148,7 @@ func New(src Source) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.upgrades, m.reverts, m.restarts, m.readiness, m.drain,
+		m.upgrades, m.reverts, m.steps, m.restarts, m.readiness, m.drain,
 		m.status,
 	)
 	m.events, m.unsubscribe = src.Subscribe(EventBuffer)
@@ -163,6 +183,8 @@ func (m *Metrics) observe(ev supervisor.Event) {
 		}
 	case supervisor.EventFailed:
 		m.upgrades.WithLabelValues(ResultFailed).Inc()
+	case supervisor.EventStep:
+		m.steps.Inc()
 	case supervisor.EventCrashed:
 		m.restarts.Inc()
 	case supervisor.EventReady:

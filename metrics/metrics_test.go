@@ -81,9 +81,9 @@ func TestRunCounts(t *testing.T) {
 	}
 
 	type want struct {
-		promoted, failed, reverts, restarts float64
-		readyCount, drainCount              uint64
-		readySum, drainSum                  float64
+		promoted, failed, reverts, steps, restarts float64
+		readyCount, drainCount                     uint64
+		readySum, drainSum                         float64
 	}
 	tests := []struct {
 		name string
@@ -111,6 +111,16 @@ func TestRunCounts(t *testing.T) {
 			ev(supervisor.EventCrashed, 1),
 		}, want{restarts: 2, readyCount: 1, readySum: 0.1}},
 		{"gave up", []supervisor.Event{ev(supervisor.EventGaveUp, 1)}, want{}},
+		{"canary promoted after two steps", []supervisor.Event{
+			ready(2, time.Second), ready(2, time.Second),
+			with(ev(supervisor.EventStep, 2), func(e *supervisor.Event) { e.Weight, e.Duration = 10, 30*time.Second }),
+			with(ev(supervisor.EventStep, 2), func(e *supervisor.Event) { e.Weight = 50 }),
+			promoted(2, 1, false),
+		}, want{promoted: 1, steps: 2, readyCount: 2, readySum: 2}},
+		{"canary aborted at its first step", []supervisor.Event{
+			with(ev(supervisor.EventStep, 2), func(e *supervisor.Event) { e.Weight = 10 }),
+			with(ev(supervisor.EventFailed, 2), func(e *supervisor.Event) { e.Reason = "aborted" }),
+		}, want{failed: 1, steps: 1}},
 		{"unknown kind", []supervisor.Event{ev("future-kind", 1)}, want{}},
 	}
 	for _, tt := range tests {
@@ -129,6 +139,7 @@ func TestRunCounts(t *testing.T) {
 			got.promoted = testutil.ToFloat64(m.upgrades.WithLabelValues(ResultPromoted))
 			got.failed = testutil.ToFloat64(m.upgrades.WithLabelValues(ResultFailed))
 			got.reverts = testutil.ToFloat64(m.reverts.WithLabelValues(ReasonManual))
+			got.steps = testutil.ToFloat64(m.steps)
 			got.restarts = testutil.ToFloat64(m.restarts)
 			got.readyCount, got.readySum = histogram(t, m.reg, "baton_readiness_seconds")
 			got.drainCount, got.drainSum = histogram(t, m.reg, "baton_drain_seconds")
@@ -200,10 +211,18 @@ func pidMax(t *testing.T) int {
 }
 
 // fullStatus has one generation in each interesting case: serving (this
-// test process), draining (a helper tree), starting without a process yet,
-// and stopping with a process that is gone.
+// test process and a helper tree, two instances), draining (another helper
+// tree), a canary (its one instance not started yet), and stopping with a
+// process that is gone. The share is measured, as a steered listener does.
 func fullStatus(t *testing.T) supervisor.Status {
-	tr := startTree(t)
+	tr, other := startTree(t), startTree(t)
+	inst := func(pids ...int) []supervisor.InstanceStatus {
+		var out []supervisor.InstanceStatus
+		for i, p := range pids {
+			out = append(out, supervisor.InstanceStatus{Index: i, State: "running", PID: p, Ready: p != 0})
+		}
+		return out
+	}
 	return supervisor.Status{
 		Service: "web", PID: os.Getpid(), Serving: 2, Candidate: 3,
 		Listeners: []supervisor.ListenerStatus{
@@ -211,10 +230,11 @@ func fullStatus(t *testing.T) supervisor.Status {
 			{Name: "admin", Network: "unix", Address: "/run/web.sock", Mode: supervisor.ModeShared},
 		},
 		Generations: []supervisor.GenerationStatus{
-			{ID: 1, State: "draining", PID: tr.parent},
-			{ID: 2, State: "serving", PID: os.Getpid(), Ready: true},
-			{ID: 3, State: "starting", PID: 0},
-			{ID: 4, State: "stopping", PID: pidMax(t)},
+			{ID: 1, State: "draining", PID: tr.parent, PIDs: []int{tr.parent}, Share: -1, Instances: inst(tr.parent)},
+			{ID: 2, State: "serving", PID: os.Getpid(), PIDs: []int{os.Getpid(), other.parent}, Ready: true,
+				Weight: 90, Share: 91.5, Connections: 183, Instances: inst(os.Getpid(), other.parent)},
+			{ID: 3, State: "canary", Weight: 10, Share: 8.5, Connections: 17, Instances: inst(0)},
+			{ID: 4, State: "stopping", PID: pidMax(t), PIDs: []int{pidMax(t)}, Share: -1, Instances: inst(pidMax(t))},
 		},
 	}
 }
@@ -226,7 +246,7 @@ func TestStatusMetrics(t *testing.T) {
 	if got := series(t, m.reg, "baton_serving_generation"); got[""] != 2 || len(got) != 1 {
 		t.Errorf("baton_serving_generation = %v, want 2", got)
 	}
-	wantGens := map[string]float64{`state="starting"`: 1, `state="serving"`: 1, `state="draining"`: 1, `state="stopping"`: 1}
+	wantGens := map[string]float64{`state="starting"`: 0, `state="canary"`: 1, `state="serving"`: 1, `state="draining"`: 1, `state="stopping"`: 1}
 	if got := series(t, m.reg, "baton_generations"); !maps.Equal(got, wantGens) {
 		t.Errorf("baton_generations = %v, want %v", got, wantGens)
 	}
@@ -249,6 +269,57 @@ func TestStatusMetrics(t *testing.T) {
 	}
 	if rss := series(t, m.reg, "baton_generation_resident_memory_bytes")[`generation="2",state="serving"`]; rss < 1<<20 {
 		t.Errorf("resident memory of this test process: %v bytes, want at least 1 MiB", rss)
+	}
+
+	for name, want := range map[string]map[string]float64{
+		"baton_generation_instances": {`generation="1"`: 1, `generation="2"`: 2, `generation="3"`: 1, `generation="4"`: 1},
+		"baton_generation_weight_percent": {`generation="1"`: 0, `generation="2"`: 90, `generation="3"`: 10,
+			`generation="4"`: 0},
+		// Known for the serving generation and the candidate only.
+		"baton_generation_share_percent":       {`basis="connections",generation="2"`: 91.5, `basis="connections",generation="3"`: 8.5},
+		"baton_generation_steered_connections": {`generation="2"`: 183, `generation="3"`: 17},
+	} {
+		if got := series(t, m.reg, name); !maps.Equal(got, want) {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// TestGenerationUsageSumsInstances: a generation's resident memory and CPU
+// are those of all its instances' process trees together.
+func TestGenerationUsageSumsInstances(t *testing.T) {
+	a, b := startTree(t), startTree(t)
+	st := supervisor.Status{Serving: 1, Generations: []supervisor.GenerationStatus{
+		{ID: 1, State: "serving", PIDs: []int{a.parent}, Share: -1},
+		{ID: 2, State: "serving", PIDs: []int{a.parent, b.parent}, Share: -1},
+		{ID: 3, State: "serving", PIDs: []int{b.parent}, Share: -1},
+	}}
+	m := New(newFakeSource(func(context.Context) (supervisor.Status, error) { return st, nil }))
+	// The helpers are idle, but their memory is read once per
+	// generation: allow for a page or two changing between the reads.
+	rss := series(t, m.reg, "baton_generation_resident_memory_bytes")
+	one, two, three := rss[`generation="1",state="serving"`], rss[`generation="2",state="serving"`], rss[`generation="3",state="serving"`]
+	if one == 0 || three == 0 || math.Abs(two-(one+three)) > 0.05*(one+three) {
+		t.Errorf("resident memory: instance a %v, b %v, both %v; want both = a + b", one, three, two)
+	}
+}
+
+// TestShareInSharedMode: without a steered listener the share is the
+// estimate by instance count, and no connections are counted.
+func TestShareInSharedMode(t *testing.T) {
+	st := supervisor.Status{Serving: 1, Candidate: 2,
+		Listeners: []supervisor.ListenerStatus{{Name: "http", Network: "tcp", Address: "127.0.0.1:8080", Mode: supervisor.ModeShared}},
+		Generations: []supervisor.GenerationStatus{
+			{ID: 1, State: "serving", Weight: 67, Share: 100.0 * 2 / 3, ShareEstimated: true},
+			{ID: 2, State: "canary", Weight: 33, Share: 100.0 / 3, ShareEstimated: true},
+		}}
+	m := New(newFakeSource(func(context.Context) (supervisor.Status, error) { return st, nil }))
+	want := map[string]float64{`basis="instances",generation="1"`: 100.0 * 2 / 3, `basis="instances",generation="2"`: 100.0 / 3}
+	if got := series(t, m.reg, "baton_generation_share_percent"); !maps.Equal(got, want) {
+		t.Errorf("baton_generation_share_percent = %v, want %v", got, want)
+	}
+	if got := series(t, m.reg, "baton_generation_steered_connections"); len(got) != 0 {
+		t.Errorf("baton_generation_steered_connections in shared mode: %v, want none", got)
 	}
 }
 
@@ -389,7 +460,8 @@ func TestScrapeWithoutStatus(t *testing.T) {
 				}
 			}
 			for _, name := range []string{"baton_serving_generation", "baton_generations", "baton_listener_info",
-				"baton_generation_resident_memory_bytes", "baton_generation_cpu_seconds_total"} {
+				"baton_generation_resident_memory_bytes", "baton_generation_cpu_seconds_total", "baton_generation_instances",
+				"baton_generation_weight_percent", "baton_generation_share_percent", "baton_generation_steered_connections"} {
 				if strings.Contains(body, name+" ") || strings.Contains(body, name+"{") {
 					t.Errorf("%s served without a status", name)
 				}

@@ -85,25 +85,33 @@ func (t *procTable) tree(pid int) []int {
 	return out
 }
 
-// treeUsage sums the resident memory and CPU time of pid and its
-// descendants. CPU includes the cutime and cstime of each process: the time
-// of children it has already waited for, so that a worker exiting does not
-// make the tree's counter go backwards. ok is false if pid itself is gone;
-// descendants that are gone are left out.
-func (t *procTable) treeUsage(pid int) (u usage, ok bool) {
+// treeUsage sums the resident memory and CPU time of the processes roots
+// (a generation's instances) and their descendants, each process once even
+// if it is in several trees. CPU includes the cutime and cstime of each
+// process: the time of children it has already waited for, so that a
+// worker exiting does not make the tree's counter go backwards. ok is false
+// if every root is gone; descendants and roots that are gone are left out.
+func (t *procTable) treeUsage(roots ...int) (u usage, ok bool) {
 	pageSize := uint64(os.Getpagesize())
 	var ticks uint64
-	for _, p := range t.tree(pid) {
-		rss, err := t.residentPages(p)
-		if err != nil {
-			if p == pid {
-				return usage{}, false
+	seen, isRoot := make(map[int]bool), make(map[int]bool, len(roots))
+	for _, root := range roots {
+		isRoot[root] = true
+	}
+	for _, root := range roots {
+		for _, p := range t.tree(root) {
+			if seen[p] {
+				continue
 			}
-			continue
+			seen[p] = true
+			rss, err := t.residentPages(p)
+			if err != nil {
+				continue // exited since the table was read
+			}
+			u.RSS += rss * pageSize
+			ticks += t.procs[p].ticks
+			ok = ok || isRoot[p]
 		}
-		u.RSS += rss * pageSize
-		ticks += t.procs[p].ticks
-		ok = true
 	}
 	u.CPU = float64(ticks) / userHZ
 	return u, ok

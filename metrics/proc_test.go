@@ -196,6 +196,27 @@ func TestTreeUsageSums(t *testing.T) {
 	if u, ok := table.treeUsage(3); ok {
 		t.Errorf("treeUsage(3) of a process gone since = %+v, want none", u)
 	}
+
+	// Several roots, as the instances of a generation: each process
+	// counts once, and roots that are gone are left out.
+	pages := uint64(os.Getpagesize())
+	for _, tt := range []struct {
+		roots []int
+		want  usage
+		ok    bool
+	}{
+		{[]int{1, 4}, usage{RSS: 70 * pages, CPU: (165 + 200 + 14) / 100.0}, true},
+		{[]int{1, 2}, want, true}, // 2 is in 1's tree
+		{[]int{2, 1}, want, true},
+		{[]int{3, 4}, usage{RSS: 40 * pages, CPU: 14 / 100.0}, true},
+		{[]int{3, 2}, usage{RSS: 20 * pages, CPU: 200 / 100.0}, true},
+		{[]int{3}, usage{}, false},
+		{nil, usage{}, false},
+	} {
+		if u, ok := table.treeUsage(tt.roots...); u != tt.want || ok != tt.ok {
+			t.Errorf("treeUsage(%v) = %+v, %v; want %+v, %v", tt.roots, u, ok, tt.want, tt.ok)
+		}
+	}
 }
 
 func TestReadProcTableWithoutProc(t *testing.T) {
