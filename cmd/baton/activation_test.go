@@ -149,10 +149,10 @@ func TestFDStoreRoundTrip(t *testing.T) {
 	b1 := startBaton(t, cfg)
 	addr := b1.addr(t)
 	pid := int(b1.waitLog("process ready")["pid"].(float64))
-	// The listener's socket, and its steering program and map.
+	// The listener's socket, and its steering program and its three maps.
 	var files []*os.File
 	var names []string
-	for len(files) < 3 {
+	for len(files) < 5 {
 		m := sd.waitFor(t, "FDSTORE=1", 10*time.Second, has("FDSTORE", "1"))
 		if len(m.files) != 1 {
 			t.Fatalf("FDSTORE=1 with %d fds: %s", len(m.files), m)
@@ -162,7 +162,7 @@ func TestFDStoreRoundTrip(t *testing.T) {
 		defer m.files[0].Close()
 		// systemd must not poll a BPF map: it polls as broken.
 		if strings.Contains(name, "bpf") != (m.fields["FDPOLL"] == "0") {
-			t.Errorf("stored %q with %s; want FDPOLL=0 exactly for the program and map", name, m)
+			t.Errorf("stored %q with %s; want FDPOLL=0 exactly for the program and maps", name, m)
 		}
 	}
 
@@ -179,8 +179,8 @@ func TestFDStoreRoundTrip(t *testing.T) {
 	b2 := startWithSockets(t, cfg, files, strings.Join(names, ":"), nil)
 	ready := b2.waitLog("listener ready")
 	if ready["passed_by_manager"] != true || ready["address"] != addr ||
-		!strings.Contains(ready["why"].(string), "program and map passed along") {
-		t.Errorf("new baton: %v; want the stored socket, steered with the stored program and map", ready)
+		!strings.Contains(ready["why"].(string), "program and maps passed along") {
+		t.Errorf("new baton: %v; want the stored socket, steered with the stored program and maps", ready)
 	}
 	b2.waitLog("process ready")
 	waitSentN(t, load, load.Snapshot().Sent+100)
