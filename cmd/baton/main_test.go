@@ -6,8 +6,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/baton-sh/baton/internal/loadgen"
 )
@@ -218,6 +220,10 @@ func TestRunUpgradeAndStop(t *testing.T) {
 	}
 
 	pid2 := int(promoted["pid"].(float64))
+	progs, maps := bpfObjects(t, b.cmd.Process.Pid)
+	if len(progs) != 1 || len(maps) != 3 {
+		t.Errorf("baton holds BPF programs %v and maps %v; want the steering program and its 3 maps", progs, maps)
+	}
 	b.cmd.Process.Signal(syscall.SIGTERM)
 	if code := b.wait(); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
@@ -227,6 +233,62 @@ func TestRunUpgradeAndStop(t *testing.T) {
 		c.Close()
 		t.Error("address still listening after baton exited")
 	}
+	// The kernel frees a BPF object once nothing holds it: the program was
+	// attached to the group, whose sockets are all closed now. It does so
+	// after an RCU grace period, so this polls (bounded).
+	gone := func(open func() (interface{ Close() error }, error)) bool {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			o, err := open()
+			if errors.Is(err, os.ErrNotExist) {
+				return true
+			}
+			if err == nil {
+				o.Close()
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return false
+	}
+	for _, id := range progs {
+		if !gone(func() (interface{ Close() error }, error) { return ebpf.NewProgramFromID(ebpf.ProgramID(id)) }) {
+			t.Errorf("BPF program %d still exists 10s after baton exited", id)
+		}
+	}
+	for _, id := range maps {
+		if !gone(func() (interface{ Close() error }, error) { return ebpf.NewMapFromID(ebpf.MapID(id)) }) {
+			t.Errorf("BPF map %d still exists 10s after baton exited", id)
+		}
+	}
+}
+
+// bpfObjects lists the ids of the BPF programs and maps process pid holds
+// open, from /proc/PID/fdinfo.
+func bpfObjects(t *testing.T, pid int) (progs, maps []uint32) {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			id, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			switch {
+			case !ok || err != nil:
+			case k == "prog_id":
+				progs = append(progs, uint32(id))
+			case k == "map_id":
+				maps = append(maps, uint32(id))
+			}
+		}
+	}
+	return progs, maps
 }
 
 // TestSIGKILLLeavesNoOrphans: children die with baton even when baton is
