@@ -159,6 +159,9 @@ func (s *Supervisor) beginStep(g *generation) {
 		args = append(args, "until", "baton promote")
 	}
 	s.log.Info("canary step", args...)
+	if g.step == 0 {
+		s.startAnalysis(g, s.serving, "canary")
+	}
 	s.emit(Event{Kind: EventStep, Gen: g.id, PID: firstPID(g), Weight: step.Weight, Duration: step.Pause})
 }
 
@@ -192,7 +195,10 @@ func (s *Supervisor) rollingNext(g *generation) {
 	for _, in := range g.live() {
 		if !in.routed && in.proc != nil && in.proc.ready {
 			in.routed, in.everRouted = true, true
-			g.state = genCanary
+			if g.state == genStarting {
+				g.state = genCanary
+				s.startAnalysis(g, o, "canary")
+			}
 		}
 	}
 	if len(g.live()) >= n {

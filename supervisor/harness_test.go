@@ -32,6 +32,7 @@ type app struct {
 	RawCommand []string          // replaces the test binary as the command
 	Instances  int               // [service] instances; 0: the default
 	Upgrade    string            // more TOML lines for [upgrade] (strategy, steps)
+	Extra      string            // more TOML sections ([health], [analysis], [hooks])
 }
 
 func (a app) toml() string {
@@ -89,12 +90,14 @@ steering = %q
 
 [restart]
 %s
+
+%s
 `, strings.Join(quoted, ", "), strings.Join(envs, ", "), instances,
 		or(a.Listeners, "[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:0\""),
 		or(a.Readiness, `check = "notify"`+"\ntimeout = \"10s\""),
 		or(a.Steering, "bpf"), a.Upgrade,
 		or(a.Drain, `timeout = "10s"`),
-		or(a.Restart, `backoff = "50ms"`))
+		or(a.Restart, `backoff = "50ms"`), a.Extra)
 }
 
 // harness runs a supervisor in this process; its children are real

@@ -141,4 +141,3 @@ func (s *Supervisor) stopHooks() {
 	s.hookCancel()
 	s.hooks.Wait()
 }
-

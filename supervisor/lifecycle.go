@@ -15,6 +15,10 @@ import (
 	"github.com/baton-sh/baton/probe"
 )
 
+// readyBackstop is how long after its deadline a readiness check that has
+// not returned counts as failed anyway.
+const readyBackstop = time.Second
+
 type event interface{}
 
 type (
@@ -113,6 +117,12 @@ func (s *Supervisor) handle(ev event) {
 		s.confirm(ev.gen)
 	case preStartDone:
 		s.onPreStartDone(ev)
+	case analysisTick:
+		if s.analysis == ev.run {
+			s.sampleNow(ev.run)
+		}
+	case analysisSample:
+		s.onAnalysisSample(ev)
 	default:
 		panic(fmt.Sprintf("supervisor: unknown event %T", ev))
 	}
@@ -307,11 +317,19 @@ func (s *Supervisor) replyCandidate(r upgradeResult) {
 // checks, runs the check. Notify readiness arrives through onNotify.
 func (s *Supervisor) startReadiness(p *process, env []string) {
 	rc := p.gen.cfg.Readiness
-	p.readyTimer = s.after(rc.Timeout, readyTimeout{proc: p})
 	if rc.Check == "notify" {
+		p.readyTimer = s.after(rc.Timeout, readyTimeout{proc: p})
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	// A check that runs out of time says what its last try found; the
+	// timer is a backstop for one that does not return.
+	p.readyTimer = s.after(rc.Timeout+readyBackstop, readyTimeout{proc: p})
+	var check probe.Check
+	var checkErr error
+	if rc.Check == "http" || rc.Check == "tcp" {
+		check, checkErr = s.probeCheck(p, rc.Check, rc.Target, nil, env) // reads the instance's sockets: here, in the loop
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rc.Timeout)
 	p.cancel = cancel
 	go func() {
 		var err error
@@ -326,8 +344,15 @@ func (s *Supervisor) startReadiness(p *process, env []string) {
 			}.Wait(ctx)
 		case "delay":
 			err = probe.Delay(ctx, rc.Delay)
+		case "http", "tcp":
+			if err = checkErr; err == nil {
+				err = probe.Until(ctx, check, rc.Interval, rc.CheckTimeout)
+			}
 		}
-		if ctx.Err() == nil {
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			if err != nil && ctx.Err() != nil {
+				err = fmt.Errorf("not ready within %s: %w", rc.Timeout, err)
+			}
 			s.send(checkDone{proc: p, err: err})
 		}
 	}()
@@ -407,6 +432,7 @@ func (s *Supervisor) promote(g *generation) {
 	if g.stepTimer != nil {
 		g.stepTimer.Stop()
 	}
+	s.stopAnalysis()
 	g.state, g.holding, g.want = genServing, false, len(g.live())
 	s.serving, s.candidate, s.weight = g, nil, 0
 	if old != nil {
@@ -466,6 +492,9 @@ func (s *Supervisor) failUpgrade(g *generation, why string) {
 	g.aborting = why
 	if g.stepTimer != nil {
 		g.stepTimer.Stop()
+	}
+	if s.analysis != nil && s.analysis.cand == g {
+		s.stopAnalysis()
 	}
 	if s.stopping {
 		s.log.Info("upgrade cancelled", "gen", g.id, g.pidAttrs(), "reason", why)

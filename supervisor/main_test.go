@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -44,6 +45,14 @@ func TestMain(m *testing.M) {
 //	APP_IGNORE_TERM=1 ignore SIGTERM (baton must SIGKILL it)
 //	APP_SHUTDOWN_LISTENER=1 shutdown(2) the inherited listeners, then exit
 //	APP_NO_ACCEPT=1   say READY=1 but never accept a connection
+//	APP_ERROR_PERCENT=N  answer N% of requests with status 500
+//	APP_UNHEALTHY=1   /healthz fails; APP_UNHEALTHY_AFTER=D: from D after ready
+//	APP_CRASH_AFTER=D exit with status 4 D after ready
+//	APP_WATCHDOG_STOP_AFTER=D  stop the WATCHDOG=1 keep-alives (sent when
+//	                  WATCHDOG_USEC is set) D after ready
+//
+// /healthz answers "ok"; /metrics has http_requests_total{code} of / and
+// /slow.
 //
 // GET / answers "hello from generation G pid P (version V)"; /slow?ms=N
 // waits N ms first; /crash exits at once with status 3.
@@ -61,11 +70,39 @@ func runApp() int {
 	answer := fmt.Sprintf("hello from generation %s pid %d (version %s)\n",
 		os.Getenv("BATON_GENERATION"), os.Getpid(), os.Getenv("APP_VERSION"))
 	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, answer) })
+	errorPercent, _ := strconv.ParseInt(os.Getenv("APP_ERROR_PERCENT"), 10, 64)
+	var served, failed atomic.Int64
+	reply := func(w http.ResponseWriter) {
+		if n := served.Add(1); n%100 < errorPercent {
+			failed.Add(1)
+			http.Error(w, "failing as asked", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprint(w, answer)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { reply(w) })
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
 		time.Sleep(time.Duration(ms) * time.Millisecond)
-		fmt.Fprint(w, answer)
+		reply(w)
+	})
+	var readyAt atomic.Int64 // unix nanos, 0 until ready
+	after := func(name string) bool { // the duration in $name has passed since ready
+		d, err := time.ParseDuration(os.Getenv(name))
+		at := readyAt.Load()
+		return err == nil && at != 0 && time.Since(time.Unix(0, at)) >= d
+	}
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if os.Getenv("APP_UNHEALTHY") == "1" || after("APP_UNHEALTHY_AFTER") {
+			http.Error(w, "unhealthy as asked", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	})
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		f := failed.Load()
+		fmt.Fprintf(w, "# TYPE http_requests_total counter\nhttp_requests_total{code=\"200\"} %d\nhttp_requests_total{code=\"500\"} %d\n",
+			served.Load()-f, f)
 	})
 	mux.HandleFunc("/crash", func(w http.ResponseWriter, r *http.Request) { os.Exit(3) })
 	srv := &http.Server{Handler: mux}
@@ -105,6 +142,24 @@ func runApp() int {
 			fmt.Fprintln(os.Stderr, "app: notify:", err)
 			return 1
 		}
+		readyAt.Store(time.Now().UnixNano())
+	}
+	if d, err := time.ParseDuration(os.Getenv("APP_CRASH_AFTER")); err == nil {
+		time.AfterFunc(d, func() { fmt.Fprintln(os.Stderr, "app: crashing as asked"); os.Exit(4) })
+	}
+	if os.Getenv("WATCHDOG_USEC") != "" {
+		interval, err := daemon.SdWatchdogEnabled(false) // checks WATCHDOG_PID against our pid
+		if err != nil || interval == 0 {
+			fmt.Fprintf(os.Stderr, "app: WATCHDOG_USEC=%s but not for us (WATCHDOG_PID=%s, pid %d): %v\n",
+				os.Getenv("WATCHDOG_USEC"), os.Getenv("WATCHDOG_PID"), os.Getpid(), err)
+			return 1
+		}
+		go func() {
+			for !after("APP_WATCHDOG_STOP_AFTER") {
+				daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+				time.Sleep(interval / 3)
+			}
+		}()
 	}
 	select {
 	case <-sigs:

@@ -42,10 +42,12 @@ func (s *Supervisor) startProbation(g, old *generation, keep bool) {
 	if keep {
 		s.standby = old
 		old.state = genStandby
+		s.startAnalysis(g, old, "probation")
 		s.log.Info("on probation; the replaced generation stands by at weight 0", "gen", g.id, "for", d, "standby", old.id)
 	} else {
 		s.log.Info("on probation; a revert would start the replaced generation again from its pinned executable",
 			"gen", g.id, "for", d, "replaced", old.id, "why", "not every listener is steered")
+		s.startAnalysis(g, nil, "probation")
 	}
 }
 
@@ -55,6 +57,7 @@ func (s *Supervisor) confirm(g *generation) {
 		return
 	}
 	s.probation = nil
+	s.stopAnalysis()
 	s.log.Info("probation passed", "gen", g.id, "after", g.cfg.Upgrade.Probation)
 	s.emit(Event{Kind: EventConfirmed, Gen: g.id, PID: firstPID(g), Duration: g.cfg.Upgrade.Probation})
 	if st := s.standby; st != nil {
@@ -85,6 +88,7 @@ func (s *Supervisor) revert(g *generation, why string) {
 		return
 	}
 	s.probation = nil
+	s.stopAnalysis()
 	g.reverting = why
 	if g.probationTimer != nil {
 		g.probationTimer.Stop()

@@ -82,6 +82,8 @@ type Supervisor struct {
 	// is in the failed state ("" when not), where upgrades need force.
 	reverts []time.Time
 	failed  string
+	// analysis: the canary or probation analysis running, if any.
+	analysis *analysisRun
 	// preparing: an upgrade waiting for its pre_start hook.
 	preparing *preparing
 	// Hooks run on goroutines of their own; teardown cancels and waits.
@@ -206,18 +208,24 @@ func (s *Supervisor) drainEvents() {
 // progress) and waits until it is decided. It returns the promoted
 // generation's id, or an error wrapping ErrUpgradeFailed that says why.
 func (s *Supervisor) Upgrade(ctx context.Context) (int, error) {
-	return s.upgrade(ctx, false)
+	return s.upgrade(ctx, upgradeReq{})
+}
+
+// ForceUpgrade is Upgrade even in the failed state, which it ends.
+func (s *Supervisor) ForceUpgrade(ctx context.Context) (int, error) {
+	return s.upgrade(ctx, upgradeReq{force: true})
 }
 
 // Rollback starts a generation from the config of the generation the
 // serving one replaced, as an upgrade does, and waits until it is decided.
 func (s *Supervisor) Rollback(ctx context.Context) (int, error) {
-	return s.upgrade(ctx, true)
+	return s.upgrade(ctx, upgradeReq{rollback: true})
 }
 
-func (s *Supervisor) upgrade(ctx context.Context, rollback bool) (int, error) {
+func (s *Supervisor) upgrade(ctx context.Context, req upgradeReq) (int, error) {
 	reply := make(chan upgradeResult, 1)
-	if !s.send(upgradeReq{reply: reply, rollback: rollback}) {
+	req.reply = reply
+	if !s.send(req) {
 		return 0, ErrStopped
 	}
 	select {
@@ -315,6 +323,7 @@ func (s *Supervisor) beginStop(why string) {
 
 func (s *Supervisor) stopAll(why string) {
 	s.stopping = true
+	s.stopAnalysis()
 	if s.candidate != nil {
 		s.failUpgrade(s.candidate, "baton is stopping")
 	}
