@@ -38,6 +38,11 @@ type Event struct {
 	Reason   string        // failed, stopping, crashed: why
 	Duration time.Duration // ready: time to ready; retired: time since it was replaced
 	Weight   int           // step: the candidate's target percent of new connections
+	// Step and Steps (step, canary only): the step begun, 1-based, and how
+	// many there are; 0 for a rolling update's steps.
+	Step, Steps int
+	// Aborted (failed): the upgrade was undone by `baton abort`.
+	Aborted bool
 }
 
 // Subscribe returns a channel that receives every event from now on, and a

@@ -62,6 +62,7 @@ type generation struct {
 	stepTimer  *time.Timer
 	holding    bool      // canary: the current step waits for `baton promote`
 	aborting   string    // non-empty: the upgrade to this generation is being undone, and why
+	aborted    bool      // by `baton abort`
 	replacedAt time.Time // when a successor was promoted
 	rollback   bool      // started by a rollback, from the previous generation's config
 	direct     bool      // promoted once ready, whatever the strategy: a rollback, or a first generation

@@ -67,6 +67,7 @@ func (s *Supervisor) onGradual(req gradualReq) error {
 	}
 	if req.abort {
 		s.log.Info("abort asked for", "gen", g.id, "state", g.state.String())
+		g.aborted = true
 		s.failUpgrade(g, "aborted by `baton abort`")
 		return nil
 	}
@@ -162,7 +163,8 @@ func (s *Supervisor) beginStep(g *generation) {
 	if g.step == 0 {
 		s.startAnalysis(g, s.serving, "canary")
 	}
-	s.emit(Event{Kind: EventStep, Gen: g.id, PID: firstPID(g), Weight: step.Weight, Duration: step.Pause})
+	s.emit(Event{Kind: EventStep, Gen: g.id, PID: firstPID(g), Weight: step.Weight, Duration: step.Pause,
+		Step: g.step + 1, Steps: len(g.cfg.Upgrade.Steps)})
 }
 
 // canaryInstances is how many instances the candidate g runs at a canary

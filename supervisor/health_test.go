@@ -25,7 +25,7 @@ const withAdmin = "[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n\n"
 	"[[listener]]\nname = \"admin\"\naddress = \"127.0.0.1:0\"\nprivate = true"
 
 // httpReady is an http readiness check on the private listener.
-const httpReady = "check = \"http\"\npath = \"/healthz\"\ntimeout = \"3s\"\ninterval = \"50ms\""
+const httpReady = "check = \"http\"\npath = \"/healthz\"\ntimeout = \"1s\"\ninterval = \"50ms\""
 
 // fastHealth is a [health] check every 100 ms, unhealthy after 2 failures.
 const fastHealth = "[health]\ncheck = \"http\"\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nfailure_threshold = 2"
@@ -252,11 +252,12 @@ func TestFailedStateAfterRepeatedReverts(t *testing.T) {
 		t.Fatalf("after 2 reverts: failed %q, serving %d; want the failed state, generation 1 serving", st.Failed, st.Serving)
 	}
 	_, err := h.upgrade(app{Version: "v2", Upgrade: up})
-	if !errors.Is(err, supervisor.ErrFailedState) {
+	if !errors.Is(err, supervisor.ErrFailedState) || !strings.Contains(err.Error(), "2 reverts within 1h0m0s") {
 		t.Fatalf("upgrade in the failed state: %v, want ErrFailedState", err)
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, time.Minute)
 	defer cancel()
+	h.write(app{Version: "v2", Upgrade: "probation = \"200ms\"\nmax_reverts = 1"})
 	gen, err := h.sup.ForceUpgrade(ctx)
 	if err != nil {
 		t.Fatalf("forced upgrade: %v", err)

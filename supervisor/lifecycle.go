@@ -501,7 +501,7 @@ func (s *Supervisor) failUpgrade(g *generation, why string) {
 	} else {
 		s.log.Error("upgrade failed", "gen", g.id, g.pidAttrs(), "reason", why, "serving", s.servingID())
 	}
-	s.emit(Event{Kind: EventFailed, Gen: g.id, PID: firstPID(g), Reason: why, Rollback: g.rollback})
+	s.emit(Event{Kind: EventFailed, Gen: g.id, PID: firstPID(g), Reason: why, Rollback: g.rollback, Aborted: g.aborted})
 	s.replyCandidate(upgradeResult{err: fmt.Errorf("%w: generation %d: %s", ErrUpgradeFailed, g.id, why)})
 	if o := s.serving; o != nil && !s.stopping {
 		if missing := o.want - len(o.live()); missing > 0 {

@@ -86,7 +86,7 @@ func runApp() int {
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		reply(w)
 	})
-	var readyAt atomic.Int64 // unix nanos, 0 until ready
+	var readyAt atomic.Int64          // unix nanos, 0 until ready
 	after := func(name string) bool { // the duration in $name has passed since ready
 		d, err := time.ParseDuration(os.Getenv(name))
 		at := readyAt.Load()
