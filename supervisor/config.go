@@ -76,6 +76,7 @@ type Config struct {
 	Health    HealthConfig
 	Analysis  AnalysisConfig
 	Hooks     HooksConfig
+	Flags     []FlagConfig // by name
 	Drain     DrainConfig
 	Restart   RestartConfig
 	Control   ControlConfig

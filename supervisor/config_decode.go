@@ -46,6 +46,7 @@ var configKeys = map[string][]string{
 		"max_probe_failure_ratio_margin", "max_latency_p99_factor", "max_latency_p99_margin",
 		"max_rss_factor", "max_rss_margin", "max_cpu_factor", "max_cpu_margin"},
 	"hooks":   {"pre_start", "post_promote", "post_revert", "timeout"},
+	"flags":   {}, // flag names are free; each flag's keys are flagKeys
 	"drain":   {"signal", "timeout", "grace"},
 	"restart": {"max_tries", "backoff", "max_backoff", "reset_after"},
 	"control": {"socket", "group"},
@@ -91,7 +92,7 @@ func decodeConfig(file, text string) (*Config, error) {
 // file leaves out is nil.
 type configSections struct {
 	service, readiness, upgrade, drain, restart map[string]any
-	health, analysis, hooks                     map[string]any
+	health, analysis, hooks, flags              map[string]any
 	control, log, metrics                       map[string]any
 	environment                                 map[string]any // [service] environment
 	listeners                                   []map[string]any
@@ -110,6 +111,7 @@ func (p *parser) sections(tree map[string]any) (*configSections, error) {
 		{"health", &s.health},
 		{"analysis", &s.analysis},
 		{"hooks", &s.hooks},
+		{"flags", &s.flags},
 		{"drain", &s.drain},
 		{"restart", &s.restart},
 		{"control", &s.control},
@@ -205,6 +207,8 @@ func knownKey(k toml.Key) bool {
 		return false
 	case len(k) == 1:
 		return true
+	case k[0] == "flags":
+		return len(k) == 2 || (len(k) == 3 && slices.Contains(flagKeys, k[2]))
 	case !slices.Contains(names, k[1]):
 		return false
 	case len(k) == 2:
@@ -311,6 +315,9 @@ func (p *parser) config(s *configSections) (*Config, error) {
 		return nil, err
 	}
 	if c.Hooks, err = p.hooks(s.hooks); err != nil {
+		return nil, err
+	}
+	if c.Flags, err = p.flags(s.flags); err != nil {
 		return nil, err
 	}
 	if c.Drain, err = p.drain(s.drain); err != nil {

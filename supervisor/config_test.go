@@ -130,6 +130,15 @@ func TestLoadConfigValid(t *testing.T) {
 				PostRevert:  []string{"/usr/local/bin/page", "reverted"}, Timeout: 2 * time.Minute}
 			return c
 		}},
+		{"good-flags.toml", func(path string) *Config {
+			c := defaults(path, http)
+			c.Flags = []FlagConfig{
+				{Name: "dark_mode", Percent: 100},
+				{Name: "new_checkout", Description: "the new checkout page"},
+				{Name: "search_v2", Percent: 10, OffOn: "analysis"},
+			}
+			return c
+		}},
 		{"good-health-exec.toml", func(path string) *Config {
 			c := defaults(path, http, handoff.ListenerSpec{Name: "probe", Network: "tcp6", Address: "[::1]:0", Private: true})
 			c.Readiness = ReadinessConfig{Check: "tcp", Timeout: DefaultReadinessTimeout, Interval: DefaultExecInterval,
@@ -162,6 +171,13 @@ func TestParseConfigInvalid(t *testing.T) {
 	}{
 		// TOML itself
 		{"bad-syntax.toml", "[[listener]] address", 6, nil},
+		// flags
+		{"bad-flag-both.toml", "[flags] x.percent", 9, nil},
+		{"bad-flag-percent.toml", "[flags] x.percent", 9, nil},
+		{"bad-flag-type.toml", "[flags] x", 9, nil},
+		{"bad-flag-off-on.toml", "[flags] x.off_on", 9, nil},
+		{"bad-flag-key.toml", "[flags] x.defualt", 9, ErrUnknownKey},
+		{"bad-flag-name.toml", "[flags] \"a b\"", 9, nil},
 		// health, analysis, hooks
 		{"bad-health-no-private.toml", "[health] check", 9, nil},
 		{"bad-private-port.toml", "[[listener]] private", 7, nil},
