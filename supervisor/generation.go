@@ -68,7 +68,8 @@ type generation struct {
 	direct     bool      // promoted once ready, whatever the strategy: a rollback, or a first generation
 	stepBegun  bool      // canary: the current step's weight is set
 	exe        string    // the executable, as resolved when it was pinned
-	exeSHA256  string    // SHA-256 (hex) of what runs: the pinned file
+	exeSHA256  string    // SHA-256 (hex) of what runs: the pinned file; "" until computed
+	hashing    bool      // exeSHA256 is being computed
 	// exeFile is the executable, opened once (O_PATH) when the first
 	// instance starts: every process of the generation runs this file,
 	// even after a deploy renamed another over its path or deleted it.
@@ -281,7 +282,7 @@ func (g *generation) pin(p *pinned) error {
 	if err != nil {
 		return fmt.Errorf("generation %d: the pinned executable of generation %d: %w", g.id, p.id, err)
 	}
-	g.exeFile, g.exe, g.exeSHA256 = f, p.path, fileSHA256(procFD(f))
+	g.exeFile, g.exe = f, p.path
 	return nil
 }
 
@@ -310,7 +311,10 @@ func (s *Supervisor) spawn(in *instance) error {
 		if err != nil {
 			return fmt.Errorf("generation %d: command %s: %w", g.id, cfg.Service.Command[0], err)
 		}
-		g.exeFile, g.exe, g.exeSHA256 = f, exe, fileSHA256(procFD(f))
+		g.exeFile, g.exe = f, exe
+	}
+	if g.exeSHA256 == "" && !g.hashing {
+		s.hashExecutable(g)
 	}
 	names := make([]string, len(s.listeners))
 	for i, l := range s.listeners {
@@ -464,6 +468,26 @@ func executableBy(path string, c *Credentials) bool {
 		return mode&0o010 != 0
 	}
 	return mode&0o001 != 0
+}
+
+// hashExecutable computes the SHA-256 of g's pinned executable on a
+// goroutine of its own (it takes milliseconds per 10 MB: not on the
+// loop), which sends it back for status.
+func (s *Supervisor) hashExecutable(g *generation) {
+	f, err := dupFile(g.exeFile)
+	if err != nil {
+		return
+	}
+	g.hashing = true
+	go func() {
+		defer f.Close()
+		s.send(exeHashed{gen: g, sum: fileSHA256(procFD(f))})
+	}()
+}
+
+type exeHashed struct {
+	gen *generation
+	sum string
 }
 
 // fileSHA256 is the hex SHA-256 of a file, or "" if it cannot be read.

@@ -123,6 +123,8 @@ func (s *Supervisor) handle(ev event) {
 		}
 	case analysisSample:
 		s.onAnalysisSample(ev)
+	case exeHashed:
+		ev.gen.exeSHA256, ev.gen.hashing = ev.sum, false
 	default:
 		panic(fmt.Sprintf("supervisor: unknown event %T", ev))
 	}

@@ -4,7 +4,12 @@ package supervisor
 
 // Messages from the service's processes on baton's notify socket.
 
-import "github.com/baton-sh/baton/handoff"
+import (
+	"context"
+	"log/slog"
+
+	"github.com/baton-sh/baton/handoff"
+)
 
 // onNotify applies a notify message to the process that sent it.
 func (s *Supervisor) onNotify(n handoff.Notification) {
@@ -14,7 +19,13 @@ func (s *Supervisor) onNotify(n handoff.Notification) {
 		return
 	}
 	if p == nil {
-		s.log.Warn("notify message from a process baton does not supervise ignored", "pid", n.PID)
+		// A process that just exited can have its last words (STOPPING=1,
+		// STATUS=) read after it was reaped: not worth a warning.
+		level := slog.LevelWarn
+		if n.Fields["READY"] == "" && n.Fields["WATCHDOG"] == "" {
+			level = slog.LevelDebug
+		}
+		s.log.Log(context.Background(), level, "notify message from a process baton does not supervise ignored", "pid", n.PID)
 		return
 	}
 	if st, ok := n.Fields["STATUS"]; ok {
