@@ -320,6 +320,11 @@ func (p *parser) config(s *configSections) (*Config, error) {
 	if c.Flags, err = p.flags(s.flags); err != nil {
 		return nil, err
 	}
+	for _, f := range c.Flags {
+		if f.OffOn == "analysis" && !c.Analysis.Enabled {
+			return nil, p.errorf(-1, []string{"flags", f.Name, "off_on"}, "\"analysis\" needs an [analysis] section, which says how the service is judged")
+		}
+	}
 	if c.Drain, err = p.drain(s.drain); err != nil {
 		return nil, err
 	}

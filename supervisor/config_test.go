@@ -137,6 +137,7 @@ func TestLoadConfigValid(t *testing.T) {
 				{Name: "new_checkout", Description: "the new checkout page"},
 				{Name: "search_v2", Percent: 10, OffOn: "analysis"},
 			}
+			c.Analysis.Enabled, c.Analysis.Rules = true, []string{"crashes"}
 			return c
 		}},
 		{"good-health-exec.toml", func(path string) *Config {

@@ -24,6 +24,7 @@ const (
 	EventReverted    = "reverted"     // the generation on probation was reverted (Reason); Replaces: the one that serves again
 	EventFailedState = "failed-state" // too many reverts: upgrades are refused until one is forced (Reason)
 	EventAnalysis    = "analysis"     // one measurement of the canary analysis (Reason: its figures)
+	EventFlag        = "flag"         // a feature flag changed (Flag; Weight: its new percent; Reason: from, to, by whom)
 )
 
 // Event is one step of a generation's life. Every step is also one log line.
@@ -43,6 +44,8 @@ type Event struct {
 	Step, Steps int
 	// Aborted (failed): the upgrade was undone by `baton abort`.
 	Aborted bool
+	// Flag (flag): the feature flag that changed.
+	Flag string
 }
 
 // Subscribe returns a channel that receives every event from now on, and a

@@ -542,6 +542,9 @@ func (s *Supervisor) childEnv(in *instance) []string {
 	env["NOTIFY_SOCKET"] = s.notify.Addr()
 	env["BATON_GENERATION"] = strconv.Itoa(g.id)
 	env["BATON_INSTANCE"] = strconv.Itoa(in.index)
+	if len(s.flags) > 0 {
+		env["BATON_FLAGS_FILE"] = s.flagsPath
+	}
 	if usec, ok := watchdogEnv(g.cfg); ok {
 		env["WATCHDOG_USEC"] = usec // the shim adds WATCHDOG_PID
 	}

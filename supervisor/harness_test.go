@@ -32,7 +32,10 @@ type app struct {
 	RawCommand []string          // replaces the test binary as the command
 	Instances  int               // [service] instances; 0: the default
 	Upgrade    string            // more TOML lines for [upgrade] (strategy, steps)
-	Extra      string            // more TOML sections ([health], [analysis], [hooks])
+	Extra      string            // more TOML sections ([health], [analysis], [hooks], [flags])
+	// Control is [control] socket: the harness puts it in the test's
+	// directory (the flags files go next to it).
+	Control string
 }
 
 func (a app) toml() string {
@@ -91,13 +94,16 @@ steering = %q
 [restart]
 %s
 
+[control]
+socket = %q
+
 %s
 `, strings.Join(quoted, ", "), strings.Join(envs, ", "), instances,
 		or(a.Listeners, "[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:0\""),
 		or(a.Readiness, `check = "notify"`+"\ntimeout = \"10s\""),
 		or(a.Steering, "bpf"), a.Upgrade,
 		or(a.Drain, `timeout = "10s"`),
-		or(a.Restart, `backoff = "50ms"`), a.Extra)
+		or(a.Restart, `backoff = "50ms"`), or(a.Control, "/nonexistent/control.sock"), a.Extra)
 }
 
 // harness runs a supervisor in this process; its children are real
@@ -168,6 +174,9 @@ func start(t testing.TB, a app) *harness {
 
 func (h *harness) write(a app) {
 	h.t.Helper()
+	if a.Control == "" {
+		a.Control = filepath.Join(filepath.Dir(h.cfgPath), "control.sock")
+	}
 	if err := os.WriteFile(h.cfgPath+".tmp", []byte(a.toml()), 0o644); err != nil {
 		h.t.Fatal(err)
 	}

@@ -123,6 +123,14 @@ func (s *Supervisor) handle(ev event) {
 		}
 	case analysisSample:
 		s.onAnalysisSample(ev)
+	case flagsReq:
+		ev.reply <- s.flagStatus()
+	case flagSet:
+		ev.reply <- s.onFlagSet(ev)
+	case flagSampleTick:
+		s.onFlagSampleTick()
+	case flagSampleDone:
+		s.onFlagSample(ev)
 	case exeHashed:
 		ev.gen.exeSHA256, ev.gen.hashing = ev.sum, false
 	default:
@@ -440,6 +448,8 @@ func (s *Supervisor) promote(g *generation) {
 	if old != nil {
 		s.setPrevious(old)
 	}
+	s.applyFlagsConfig(g.cfg)
+	s.startFlagSampler()
 	s.log.Info("promoted", "gen", g.id, g.pidAttrs(), "replaces", idOf(old))
 	s.emit(Event{Kind: EventPromoted, Gen: g.id, PID: firstPID(g), Replaces: idOf(old), Rollback: g.rollback})
 	if old != nil {

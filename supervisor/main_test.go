@@ -11,12 +11,14 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/baton-sh/baton/handoff"
+	"github.com/baton-sh/baton/handoff/flagfile"
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 )
@@ -46,6 +48,8 @@ func TestMain(m *testing.M) {
 //	APP_SHUTDOWN_LISTENER=1 shutdown(2) the inherited listeners, then exit
 //	APP_NO_ACCEPT=1   say READY=1 but never accept a connection
 //	APP_ERROR_PERCENT=N  answer N% of requests with status 500
+//	APP_FLAG=NAME     add "flag NAME true|false" to every answer, read from BATON_FLAGS_FILE
+//	APP_FLAG_ERRORS=N while that flag is on, answer N% of requests with status 500
 //	APP_UNHEALTHY=1   /healthz fails; APP_UNHEALTHY_AFTER=D: from D after ready
 //	APP_CRASH_AFTER=D exit with status 4 D after ready
 //	APP_WATCHDOG_STOP_AFTER=D  stop the WATCHDOG=1 keep-alives (sent when
@@ -72,10 +76,24 @@ func runApp() int {
 	mux := http.NewServeMux()
 	errorPercent, _ := strconv.ParseInt(os.Getenv("APP_ERROR_PERCENT"), 10, 64)
 	var served, failed atomic.Int64
+	flag := os.Getenv("APP_FLAG") // reported in every answer, read from BATON_FLAGS_FILE
+	flagOn := func() bool {
+		f, err := flagfile.Read(os.Getenv("BATON_FLAGS_FILE"))
+		return err == nil && f.Flags[flag].Percent == 100
+	}
 	reply := func(w http.ResponseWriter) {
-		if n := served.Add(1); n%100 < errorPercent {
+		on := flag != "" && flagOn()
+		pct := errorPercent
+		if on && os.Getenv("APP_FLAG_ERRORS") != "" {
+			pct, _ = strconv.ParseInt(os.Getenv("APP_FLAG_ERRORS"), 10, 64)
+		}
+		if n := served.Add(1); n%100 < pct {
 			failed.Add(1)
 			http.Error(w, "failing as asked", http.StatusInternalServerError)
+			return
+		}
+		if flag != "" {
+			fmt.Fprintf(w, "%s flag %s %v\n", strings.TrimSuffix(answer, "\n"), flag, on)
 			return
 		}
 		fmt.Fprint(w, answer)

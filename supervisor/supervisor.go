@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/baton-sh/baton/handoff"
+	"github.com/baton-sh/baton/probe"
 )
 
 // ErrGaveUp is returned by Run when the serving generation crashed more
@@ -82,6 +83,19 @@ type Supervisor struct {
 	// is in the failed state ("" when not), where upgrades need force.
 	reverts []time.Time
 	failed  string
+	// Feature flags (flags.go, flagwatch.go): values by name, the version
+	// of the last write, the files; watches of flags with off_on, and the
+	// serving generation's latest sample and figures, their baseline.
+	flags            map[string]*flagState
+	flagsVersion     int64
+	flagsPath        string
+	flagsStatePath   string
+	flagWatches      map[string]*flagWatch
+	flagSamplerOn    bool
+	flagLast         *genSample
+	flagLastGen      *generation
+	flagBaseline     probe.Figures
+	flagHaveBaseline bool
 	// analysis: the canary or probation analysis running, if any.
 	analysis *analysisRun
 	// preparing: an upgrade waiting for its pre_start hook.
@@ -193,6 +207,7 @@ func (s *Supervisor) startFirst() error {
 		return err
 	}
 	s.candidate, s.serving, g.state = nil, g, genServing
+	s.startFlagSampler()
 	return nil
 }
 
@@ -296,7 +311,11 @@ func (s *Supervisor) setup() error {
 	if s.notify, err = handoff.ListenNotify(); err != nil {
 		return err
 	}
-	return s.setupListeners()
+	if err := s.setupListeners(); err != nil {
+		return err
+	}
+	s.flagWatches = map[string]*flagWatch{}
+	return s.setupFlags()
 }
 
 // teardown closes what setup made; every generation is gone by now.
