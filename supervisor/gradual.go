@@ -39,7 +39,7 @@ func (s *Supervisor) Promote(ctx context.Context, all bool) error {
 
 // Abort undoes the upgrade in progress, whatever its strategy and step:
 // the serving generation gets every new connection back and the candidate
-// drains.
+// drains. During probation it reverts, as Rollback does.
 func (s *Supervisor) Abort(ctx context.Context) error {
 	return s.gradual(ctx, gradualReq{abort: true})
 }
@@ -61,6 +61,11 @@ func (s *Supervisor) gradual(ctx context.Context, req gradualReq) error {
 }
 
 func (s *Supervisor) onGradual(req gradualReq) error {
+	if p := s.probation; req.abort && s.candidate == nil && p != nil {
+		s.log.Info("abort asked for during probation: reverting", "gen", p.id)
+		s.revert(p, "aborted by `baton abort` during probation")
+		return nil
+	}
 	g := s.candidate
 	if g == nil || g.aborting != "" {
 		return fmt.Errorf("%w: nothing to promote or abort", ErrNoCanary)
