@@ -51,7 +51,7 @@ func TestBadRequests(t *testing.T) {
 		{"half-written", `{"version":1,"comm`, false, "incomplete request: no newline within 300ms"},
 		{"half-written then EOF", `{"version":1,"comm`, true, "incomplete request: the connection ended after 18 bytes without a newline"},
 		{"nothing then EOF", ``, true, "no request: the connection ended before any data"},
-		{"unknown field", `{"version":1,"command":"status","verbose":true}` + "\n", false, `unknown field "verbose" (want version, command, wait, timeout or all)`},
+		{"unknown field", `{"version":1,"command":"status","verbose":true}` + "\n", false, `unknown field "verbose" (want version, command, wait, timeout, all or force)`},
 		{"field of another case", `{"version":1,"Command":"status"}` + "\n", false, `unknown field "Command"`},
 		{"unknown command", `{"version":1,"command":"upgrde"}` + "\n", false, `unknown command "upgrde" (want status, upgrade, rollback, promote, abort or stop)`},
 		{"wrong version", `{"version":2,"command":"status"}` + "\n", false, "unsupported protocol version 2 (this baton speaks version 1)"},
@@ -59,6 +59,7 @@ func TestBadRequests(t *testing.T) {
 		{"two requests on a line", `{"version":1,"command":"status"}{"version":1,"command":"stop"}` + "\n", false, "unexpected data after the request object"},
 		{"wait on status", `{"version":1,"command":"status","wait":true}` + "\n", false, `"wait" applies to upgrade and rollback, not to status`},
 		{"all on abort", `{"version":1,"command":"abort","all":true}` + "\n", false, `"all" applies to promote, not to abort`},
+		{"force on rollback", `{"version":1,"command":"rollback","force":true}` + "\n", false, `"force" applies to upgrade, not to rollback`},
 		{"wait on promote", `{"version":1,"command":"promote","wait":true}` + "\n", false, `"wait" applies to upgrade and rollback, not to promote`},
 		{"bad timeout", `{"version":1,"command":"upgrade","wait":true,"timeout":"soon"}` + "\n", false, `invalid timeout "soon"`},
 	} {

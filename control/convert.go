@@ -19,6 +19,12 @@ func NewStatusJSON(st supervisor.Status) *StatusJSON {
 		Generations: []GenerationJSON{},
 		Serving:     st.Serving,
 		Stopping:    st.Stopping,
+		Probation:   st.Probation,
+		Standby:     st.Standby,
+		Failed:      st.Failed,
+	}
+	if st.Probation != 0 {
+		j.ProbationEnd = timeJSON(st.ProbationEnd)
 	}
 	if st.Candidate != 0 {
 		j.Upgrade = &UpgradeJSON{Candidate: st.Candidate}
@@ -91,6 +97,9 @@ func NewEventJSON(ev supervisor.Event) *EventJSON {
 		Reason:     ev.Reason,
 		DurationMS: ev.Duration.Milliseconds(),
 		Weight:     ev.Weight,
+		Step:       ev.Step,
+		Steps:      ev.Steps,
+		Aborted:    ev.Aborted,
 	}
 }
 

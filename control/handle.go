@@ -11,6 +11,8 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"github.com/baton-sh/baton/supervisor"
 )
 
 // handle serves one connection: credentials, then one request, then its
@@ -48,7 +50,8 @@ func (s *Server) handle(c *net.UnixConn, b Backend) {
 	if req.Command == CommandStatus {
 		lvl = slog.LevelDebug
 	}
-	s.log.Log(s.ctx, lvl, "control request", "command", req.Command, "wait", req.Wait, "all", req.All, "uid", p.uid, "pid", p.pid)
+	s.log.Log(s.ctx, lvl, "control request", "command", req.Command, "wait", req.Wait, "all", req.All, "force", req.Force,
+		"uid", p.uid, "pid", p.pid)
 
 	switch req.Command {
 	case CommandStatus:
@@ -62,11 +65,18 @@ func (s *Server) handle(c *net.UnixConn, b Backend) {
 		w.write(Response{Type: TypeStatus, Status: NewStatusJSON(st)})
 	case CommandUpgrade, CommandRollback:
 		start := b.Upgrade
-		if req.Command == CommandRollback {
+		switch {
+		case req.Command == CommandRollback:
 			start = b.Rollback
+		case req.Force:
+			start = b.ForceUpgrade
 		}
 		if req.Wait {
 			s.wait(c, w, b, req, start)
+			return
+		}
+		if why := s.refusal(b, req); why != "" {
+			_ = w.write(Response{Type: TypeResult, Result: &ResultJSON{Reason: why}}) // the client may be gone
 			return
 		}
 		// The upgrade outlives this connection: only Close stops the
@@ -85,6 +95,26 @@ func (s *Server) handle(c *net.UnixConn, b Backend) {
 		w.write(Response{Type: TypeResult, Result: &ResultJSON{OK: true}})
 		b.Stop()
 	}
+}
+
+// refusal is why an upgrade without wait would be refused at once, or "".
+// Without wait the answer only says the upgrade was taken, so a deploy
+// script would otherwise learn nothing of the failed state, where every
+// upgrade not forced is refused. The supervisor decides anyway: a status
+// that comes too late, or a failed state entered or ended just after it,
+// only costs this early answer.
+func (s *Server) refusal(b Backend, req Request) string {
+	if req.Command != CommandUpgrade || req.Force {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.RequestTimeout)
+	defer cancel()
+	st, err := b.Status(ctx)
+	if err != nil || st.Failed == "" {
+		return ""
+	}
+	s.log.Info("control: upgrade refused in the failed state; force it to try again", "failed", st.Failed)
+	return fmt.Sprintf("%s (%s): force an upgrade (`baton upgrade --force`) to try again", supervisor.ErrFailedState, st.Failed)
 }
 
 // gradual runs promote or abort. Both are decided at once by the

@@ -26,6 +26,20 @@ type StatusJSON struct {
 	// Stopping is true once baton was asked to stop (or gave up) and is
 	// draining every generation.
 	Stopping bool `json:"stopping"`
+	// Probation is the id of the promoted generation on probation (a
+	// crash, liveness failure or failed analysis reverts it), 0 if none;
+	// ProbationEnd is when its probation ends, in RFC 3339 format with
+	// fractional seconds, "" if none.
+	Probation    int    `json:"probation"`
+	ProbationEnd string `json:"probation_end"`
+	// Standby is the id of the generation the one on probation replaced,
+	// kept running at weight 0 so that a revert is one change of weights;
+	// 0 if none.
+	Standby int `json:"standby"`
+	// Failed says why the service is in the failed state (too many
+	// reverts), where upgrades are refused unless forced; "" when it is
+	// not.
+	Failed string `json:"failed"`
 }
 
 // ListenerJSON is one listening socket.
@@ -52,8 +66,10 @@ type GenerationJSON struct {
 	ID int `json:"id"`
 	// State is "starting" (the candidate of an upgrade, before it takes
 	// connections), "canary" (the candidate, taking part of them),
-	// "serving", "draining" (replaced, its accept queues emptying) or
-	// "stopping" (its stop signal was sent). New states may be added.
+	// "serving", "standby" (replaced, kept running at weight 0 while its
+	// successor is on probation), "draining" (replaced, its accept queues
+	// emptying) or "stopping" (its stop signal was sent). New states may
+	// be added.
 	State string `json:"state"`
 	// Strategy is how it is (or was) rolled out: "blue-green", "canary" or
 	// "rolling", as [upgrade] strategy of its config says; "blue-green"
@@ -159,29 +175,43 @@ type EventJSON struct {
 	// Time is when it happened, in RFC 3339 format with fractional seconds.
 	Time string `json:"time"`
 	// Kind is spawned, ready, promoted, failed, draining, stopping, retired,
-	// crashed, gave-up or step (supervisor.Event* documents each); new
-	// kinds may be added.
+	// crashed, gave-up, step, unhealthy, confirmed, reverted, failed-state
+	// or analysis (supervisor.Event* documents each); new kinds may be
+	// added.
 	Kind string `json:"kind"`
 	// Generation is the generation it happened to.
 	Generation int `json:"generation"`
-	// Instance (spawned, ready, stopping, crashed, gave-up) is the
-	// instance it happened to, from 0; 0 for the other kinds.
+	// Instance (spawned, ready, stopping, crashed, gave-up, unhealthy) is
+	// the instance it happened to, from 0; 0 for the other kinds.
 	Instance int `json:"instance"`
 	// PID is the process involved, 0 where none is.
 	PID int `json:"pid"`
-	// Replaces (promoted only) is the generation replaced, 0 if none.
+	// Replaces is, for promoted, the generation replaced, and for
+	// reverted, the generation that serves again (or whose config and
+	// executable start again); 0 otherwise.
 	Replaces int `json:"replaces"`
 	// Rollback (promoted and failed) is true when the upgrade was a
 	// rollback.
 	Rollback bool `json:"rollback"`
-	// Reason (failed, stopping, crashed, gave-up) says why.
+	// Reason says why (failed, stopping, crashed, gave-up, unhealthy,
+	// reverted, failed-state) or, for analysis, the measurement's outcome
+	// ("pass", "fail" or "inconclusive") followed by ": " and its figures.
 	Reason string `json:"reason"`
 	// DurationMS is, in milliseconds, the time to ready (ready), the time
-	// since the generation was replaced (retired), or the step's pause
+	// since the generation was replaced (retired), the step's pause
 	// (step; 0: the step holds until `baton promote`, or is one instance
-	// of a rolling update); 0 otherwise.
+	// of a rolling update), or the probation passed (confirmed); 0
+	// otherwise.
 	DurationMS int64 `json:"duration_ms"`
 	// Weight (step only) is the percent of new connections the candidate
 	// is to get from now on; 0 for the other kinds.
 	Weight int `json:"weight"`
+	// Step and Steps (step, canary only) are the canary step begun, from
+	// 1, and how many its config has; 0 for a rolling update's steps and
+	// for the other kinds.
+	Step  int `json:"step"`
+	Steps int `json:"steps"`
+	// Aborted (failed only) is true when the upgrade was undone by `baton
+	// abort`, not by a failure.
+	Aborted bool `json:"aborted"`
 }

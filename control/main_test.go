@@ -92,6 +92,7 @@ func statusClient() int {
 type fakeBackend struct {
 	status   supervisor.Status
 	upgrade  func(ctx context.Context) (int, error) // nil: return 0, nil
+	force    func(ctx context.Context) (int, error) // ForceUpgrade; nil: return 0, nil
 	rollback func(ctx context.Context) (int, error)
 	promote  func(ctx context.Context, all bool) error // nil: return nil
 	abort    func(ctx context.Context) error           // nil: return nil
@@ -129,6 +130,13 @@ func (f *fakeBackend) Upgrade(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	return f.upgrade(ctx)
+}
+
+func (f *fakeBackend) ForceUpgrade(ctx context.Context) (int, error) {
+	if f.force == nil {
+		return 0, nil
+	}
+	return f.force(ctx)
 }
 
 func (f *fakeBackend) Rollback(ctx context.Context) (int, error) {

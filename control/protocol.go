@@ -30,7 +30,7 @@ const (
 // Commands.
 const (
 	CommandStatus   = "status"   // answer a "status" response
-	CommandUpgrade  = "upgrade"  // start an upgrade, as SIGHUP does
+	CommandUpgrade  = "upgrade"  // start an upgrade, as SIGHUP does ("force": even in the failed state)
 	CommandRollback = "rollback" // start the previous generation's config again
 	CommandPromote  = "promote"  // move the canary in progress to its next step now ("all": to 100%)
 	CommandAbort    = "abort"    // undo the upgrade in progress, at whatever step it is
@@ -61,6 +61,9 @@ type Request struct {
 	// All (promote only) skips the remaining canary steps: the candidate
 	// goes straight to 100%.
 	All bool `json:"all,omitempty"`
+	// Force (upgrade only) upgrades even in the failed state, which it
+	// ends; without it an upgrade in the failed state is refused.
+	Force bool `json:"force,omitempty"`
 }
 
 // WaitTimeout is the request's Timeout, or DefaultWaitTimeout. Call it on a
@@ -190,8 +193,10 @@ func parseRequest(line []byte) (Request, error) {
 			dst, want = &req.Timeout, "a string (a Go duration such as \"90s\")"
 		case "all":
 			dst, want = &req.All, "true or false"
+		case "force":
+			dst, want = &req.Force, "true or false"
 		default:
-			return req, fmt.Errorf("unknown field %q (want version, command, wait, timeout or all)", key)
+			return req, fmt.Errorf("unknown field %q (want version, command, wait, timeout, all or force)", key)
 		}
 		if bytes.Equal(raw, []byte("null")) || json.Unmarshal(raw, dst) != nil {
 			return req, fmt.Errorf("field %q must be %s, not %s", key, want, raw)
@@ -249,6 +254,9 @@ func (r Request) check() error {
 	}
 	if r.All && r.Command != CommandPromote {
 		return fmt.Errorf(`"all" applies to promote, not to %s`, r.Command)
+	}
+	if r.Force && r.Command != CommandUpgrade {
+		return fmt.Errorf(`"force" applies to upgrade, not to %s`, r.Command)
 	}
 	return nil
 }

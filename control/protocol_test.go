@@ -22,6 +22,9 @@ func TestDecodeRequest(t *testing.T) {
 			`{"version":1,"command":"upgrade","wait":true}` + strings.Repeat(" ", 1000) + "\n": {Version: 1, Command: "upgrade", Wait: true},
 			`{"version":1,"command":"promote"}` + "\n":                                         {Version: 1, Command: "promote"},
 			`{"version":1,"command":"promote","all":true}` + "\n":                              {Version: 1, Command: "promote", All: true},
+			`{"version":1,"command":"upgrade","force":true}` + "\n":                            {Version: 1, Command: "upgrade", Force: true},
+			`{"version":1,"command":"upgrade","force":true,"wait":true}` + "\n":                {Version: 1, Command: "upgrade", Force: true, Wait: true},
+			`{"version":1,"command":"rollback","force":false}` + "\n":                          {Version: 1, Command: "rollback"},
 			`{"version":1,"command":"abort","all":false}` + "\n":                               {Version: 1, Command: "abort"},
 			`{"version":1,"command":"abort"}` + "\n":                                           {Version: 1, Command: "abort"},
 		} {
@@ -56,6 +59,11 @@ func TestDecodeRequest(t *testing.T) {
 			`{"version":1,"command":"upgrade","all":true}` + "\n":                            `"all" applies to promote, not to upgrade`,
 			`{"version":1,"command":"status","all":true}` + "\n":                             `"all" applies to promote, not to status`,
 			`{"version":1,"command":"upgrde","all":true}` + "\n":                             `unknown command "upgrde"`,
+			`{"version":1,"command":"rollback","force":true}` + "\n":                         `"force" applies to upgrade, not to rollback`,
+			`{"version":1,"command":"status","force":true}` + "\n":                           `"force" applies to upgrade, not to status`,
+			`{"version":1,"command":"promote","force":true}` + "\n":                          `"force" applies to upgrade, not to promote`,
+			`{"version":1,"command":"upgrade","force":"yes"}` + "\n":                         `field "force" must be true or false, not "yes"`,
+			`{"version":1,"command":"upgrade","force":null}` + "\n":                          `field "force" must be true or false, not null`,
 			`{"version":1,"command":"promote","wait":true}` + "\n":                           `"wait" applies to upgrade and rollback, not to promote`,
 			`{"version":1,"command":"abort","wait":true,"timeout":"1s"}` + "\n":              `"wait" applies to upgrade and rollback, not to abort`,
 			`{"version":1,"command":"promote","timeout":"1s"}` + "\n":                        `"timeout" applies to upgrade and rollback, not to promote`,
@@ -117,6 +125,9 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 		if req.All && req.Command != CommandPromote {
 			t.Fatalf("accepted all on %s", req.Command)
+		}
+		if req.Force && req.Command != CommandUpgrade {
+			t.Fatalf("accepted force on %s", req.Command)
 		}
 		switch req.Command {
 		case CommandStatus, CommandStop, CommandPromote, CommandAbort:

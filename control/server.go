@@ -19,13 +19,15 @@ import (
 )
 
 // Backend is what the server drives; *supervisor.Supervisor satisfies it.
-// Upgrade, Rollback, Promote and Abort must return once ctx is done, even
-// if the upgrade goes on. An error of Promote or Abort that is not ctx's
+// Upgrade, ForceUpgrade, Rollback, Promote and Abort must return once ctx
+// is done, even if the upgrade goes on. Upgrade refuses in the failed state
+// with an error wrapping supervisor.ErrFailedState; ForceUpgrade does not. An error of Promote or Abort that is not ctx's
 // says why there was nothing to do (wrapping supervisor.ErrNoCanary when no
 // upgrade is in progress); the client gets it as a result, not an error.
 type Backend interface {
 	Status(ctx context.Context) (supervisor.Status, error)
 	Upgrade(ctx context.Context) (int, error)
+	ForceUpgrade(ctx context.Context) (int, error)
 	Rollback(ctx context.Context) (int, error)
 	Promote(ctx context.Context, all bool) error
 	Abort(ctx context.Context) error

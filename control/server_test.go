@@ -46,7 +46,8 @@ func TestStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := m["status"].(map[string]any)
-	for _, k := range []string{"service", "config", "baton_pid", "listeners", "generations", "serving", "upgrade", "stopping"} {
+	for _, k := range []string{"service", "config", "baton_pid", "listeners", "generations", "serving", "upgrade", "stopping",
+		"probation", "probation_end", "standby", "failed"} {
 		if _, ok := st[k]; !ok {
 			t.Errorf("status has no %q: %s", k, got[0].Raw)
 		}

@@ -33,8 +33,9 @@ type outcome struct {
 
 // wait starts an upgrade or rollback and streams every event until it is
 // decided and, once promoted, until the generation it replaced has retired;
-// then it answers the result. It subscribes before starting, so no event of
-// the upgrade is missed.
+// then it answers the result. An upgrade with probation is decided when its
+// probation passes (the standby then drains) or at a revert. It subscribes
+// before starting, so no event of the upgrade is missed.
 func (s *Server) wait(c *net.UnixConn, w *writer, b Backend, req Request, start func(context.Context) (int, error)) {
 	events, unsubscribe := b.Subscribe(eventBuffer)
 	defer unsubscribe()
@@ -59,6 +60,13 @@ func (s *Server) wait(c *net.UnixConn, w *writer, b Backend, req Request, start 
 		switch ev.Kind {
 		case supervisor.EventPromoted:
 			replaced[ev.Gen] = ev.Replaces
+		case supervisor.EventReverted:
+			// A revert to the standby serves it again with no promoted
+			// event: a rollback during probation is decided by this one,
+			// and done once the reverted generation has retired.
+			if ev.Replaces != 0 {
+				replaced[ev.Replaces] = ev.Gen
+			}
 		case supervisor.EventRetired:
 			retired[ev.Gen] = true
 		}

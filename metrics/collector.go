@@ -20,7 +20,7 @@ const StatusTimeout = 2 * time.Second
 
 // states are the generation states; baton_generations reports each of
 // them, zero included.
-var states = []string{"starting", "canary", "serving", "draining", "stopping"}
+var states = []string{"starting", "canary", "serving", "standby", "draining", "stopping"}
 
 // Values of the basis label of baton_generation_share_percent.
 const (
@@ -31,6 +31,10 @@ const (
 var (
 	servingDesc = prometheus.NewDesc("baton_serving_generation",
 		"Id of the generation new connections go to, 0 if none.", nil, nil)
+	probationDesc = prometheus.NewDesc("baton_probation_generation",
+		"Id of the promoted generation on probation (a crash, liveness failure or failed analysis reverts it), 0 if none.", nil, nil)
+	failedDesc = prometheus.NewDesc("baton_failed_state",
+		"1 when the service is in the failed state after repeated reverts (upgrades are refused until one is forced), else 0.", nil, nil)
 	generationsDesc = prometheus.NewDesc("baton_generations",
 		"Generations in each state.", []string{"state"}, nil)
 	listenerDesc = prometheus.NewDesc("baton_listener_info",
@@ -70,7 +74,7 @@ func newStatusCollector(src Source) *statusCollector {
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{servingDesc, generationsDesc, listenerDesc, rssDesc, cpuDesc,
+	for _, d := range []*prometheus.Desc{servingDesc, probationDesc, failedDesc, generationsDesc, listenerDesc, rssDesc, cpuDesc,
 		instancesDesc, weightDesc, shareDesc, connectionsDesc} {
 		ch <- d
 	}
@@ -88,6 +92,12 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	ch <- prometheus.MustNewConstMetric(servingDesc, prometheus.GaugeValue, float64(st.Serving))
+	ch <- prometheus.MustNewConstMetric(probationDesc, prometheus.GaugeValue, float64(st.Probation))
+	failed := 0.0
+	if st.Failed != "" {
+		failed = 1
+	}
+	ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.GaugeValue, failed)
 
 	count := make(map[string]int, len(states))
 	for _, s := range states {

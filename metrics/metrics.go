@@ -3,10 +3,11 @@
 // Package metrics exposes what the supervisor does as Prometheus metrics.
 //
 // Two kinds of numbers come from two places. Counters and histograms of
-// steps (upgrades, reverts, canary and rolling steps, restarts, time to
-// ready, time to drain) are kept by one goroutine, Run, from the
-// supervisor's event stream; nothing else writes them. Everything that
-// describes the present (the serving generation, the generations, their
+// steps (upgrades, reverts, canary and rolling steps, restarts, liveness
+// failures, analysis measurements, time to ready, time to drain) are kept
+// by one goroutine, Run, from the supervisor's event stream; nothing else
+// writes them. Everything that describes the present (the serving
+// generation, the probation, the failed state, the generations, their
 // instances, weights and shares, the listeners) is not stored here at all:
 // it is read at scrape time from a fresh Status and from /proc, so a scrape
 // never shows a generation that is gone.
@@ -14,27 +15,36 @@
 // Metrics (on a registry of their own, next to the go_* and process_*
 // metrics of baton itself):
 //
-//	baton_upgrades_total{result="promoted"|"failed"}          counter    upgrades decided, rollbacks and aborts included
-//	baton_reverts_total{reason="manual"}                      counter    rollbacks that were promoted
-//	baton_upgrade_steps_total                                 counter    changes of a candidate's share: canary steps, rolling instances
-//	baton_restarts_total                                      counter    crashes of a serving process that led to a restart
-//	baton_readiness_seconds                                   histogram  time from a process's start to its readiness
-//	baton_drain_seconds                                       histogram  time from a generation being replaced to being gone
-//	baton_serving_generation                                  gauge      id of the serving generation, 0 if none
-//	baton_generations{state}                                  gauge      generations per state: starting, canary, serving, draining, stopping
-//	baton_listener_info{listener,network,address,mode}        gauge      1 per listener; mode is steered or shared
-//	baton_generation_instances{generation}                    gauge      instances of the generation, whatever their state
-//	baton_generation_weight_percent{generation}               gauge      percent of new connections it should get
-//	baton_generation_share_percent{generation,basis}          gauge      percent it did get since the weights last changed; basis is connections or instances
-//	baton_generation_steered_connections{generation}          gauge      new connections the steering programs gave it since the weights last changed
-//	baton_generation_resident_memory_bytes{generation,state}  gauge      RSS of the generation's process trees, bytes
-//	baton_generation_cpu_seconds_total{generation,state}      counter    user+system CPU of the generation's process trees
+//	baton_upgrades_total{result="promoted"|"failed"|"aborted"}               counter    upgrades decided, rollbacks included; aborted: by `baton abort`
+//	baton_reverts_total{reason="manual"|"probation"}                         counter    rollbacks promoted; generations reverted during their probation
+//	baton_upgrade_steps_total                                                counter    changes of a candidate's share: canary steps, rolling instances
+//	baton_restarts_total                                                     counter    crashes of a serving process that led to a restart
+//	baton_liveness_failures_total                                            counter    health check or watchdog failures of ready processes
+//	baton_analysis_measurements_total{outcome="pass"|"fail"|"inconclusive"}  counter    measurements of the canary analysis
+//	baton_readiness_seconds                                                  histogram  time from a process's start to its readiness
+//	baton_drain_seconds                                                      histogram  time from a generation being replaced to being gone
+//	baton_serving_generation                                                 gauge      id of the serving generation, 0 if none
+//	baton_probation_generation                                               gauge      id of the generation on probation, 0 if none
+//	baton_failed_state                                                       gauge      1 in the failed state (upgrades refused unless forced), else 0
+//	baton_generations{state}                                                 gauge      generations per state: starting, canary, serving, standby, draining, stopping
+//	baton_listener_info{listener,network,address,mode}                       gauge      1 per listener; mode is steered or shared
+//	baton_generation_instances{generation}                                   gauge      instances of the generation, whatever their state
+//	baton_generation_weight_percent{generation}                              gauge      percent of new connections it should get
+//	baton_generation_share_percent{generation,basis}                         gauge      percent it did get since the weights last changed; basis is connections or instances
+//	baton_generation_steered_connections{generation}                         gauge      new connections the steering programs gave it since the weights last changed
+//	baton_generation_resident_memory_bytes{generation,state}                 gauge      RSS of the generation's process trees, bytes
+//	baton_generation_cpu_seconds_total{generation,state}                     counter    user+system CPU of the generation's process trees
 //
-// The first six are counted from events since baton started; the label
-// values shown are all present from the start, at 0. The others are read
-// at scrape time; they are absent from a scrape for which the supervisor
-// did not answer within StatusTimeout (while it stops, for example), and
-// the rest of the scrape is served as usual.
+// The first eight are counted from events since baton started; the label
+// values shown are all present from the start, at 0. A promoted upgrade
+// counts as promoted at once, and as a revert (reason "probation") if its
+// probation then reverts it, whatever the cause: a crash, a liveness
+// failure, a failed analysis, or `baton rollback` or `baton abort` during
+// the probation. A revert without a standby starts the replaced generation
+// again; its promotion is part of the revert, not another upgrade. The
+// others are read at scrape time; they are absent from a scrape for which
+// the supervisor did not answer within StatusTimeout (while it stops, for
+// example), and the rest of the scrape is served as usual.
 //
 // Of the scrape-time ones: the share is only there once known, for the
 // serving generation and the candidate: measured (basis "connections")
@@ -51,6 +61,8 @@ package metrics
 import (
 	"context"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -71,12 +83,23 @@ type Source interface {
 // scrape-sized hiccup can build up.
 const EventBuffer = 1024
 
-// Values of the result and reason labels.
+// Values of the result, reason and outcome labels.
 const (
-	ResultPromoted = "promoted"
-	ResultFailed   = "failed"
-	ReasonManual   = "manual" // a rollback asked for by an operator
+	ResultPromoted  = "promoted"
+	ResultFailed    = "failed"
+	ResultAborted   = "aborted"   // undone by `baton abort`
+	ReasonManual    = "manual"    // a rollback asked for by an operator, promoted
+	ReasonProbation = "probation" // a generation reverted during its probation
+
+	OutcomePass         = "pass"
+	OutcomeFail         = "fail"
+	OutcomeInconclusive = "inconclusive"
 )
+
+// outcomes are the analysis outcomes counted; an event with another one
+// (from a newer supervisor) is not counted rather than given a label of
+// its own.
+var outcomes = []string{OutcomePass, OutcomeFail, OutcomeInconclusive}
 
 // Bucket bounds in seconds. Readiness is bounded by the readiness timeout
 // (30 s by default) and drain by the drain timeout (30 s by default); the
@@ -99,8 +122,15 @@ type Metrics struct {
 	reverts   *prometheus.CounterVec
 	steps     prometheus.Counter
 	restarts  prometheus.Counter
+	liveness  prometheus.Counter
+	analysis  *prometheus.CounterVec
 	readiness prometheus.Histogram
 	drain     prometheus.Histogram
+
+	// reverted are the generations reverted and not yet retired, so that
+	// the promotion that completes a revert without a standby (a rollback
+	// replacing one of them) is not counted as an upgrade. Run only.
+	reverted map[int]bool
 }
 
 // New builds the registry and subscribes to src's events at once, so that
@@ -114,11 +144,11 @@ func New(src Source) *Metrics {
 		status: newStatusCollector(src),
 		upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_upgrades_total",
-			Help: "Upgrades decided, by result: promoted (the new generation serves) or failed (the old one still does). Rollbacks count as upgrades.",
+			Help: "Upgrades decided, by result: promoted (the new generation serves; a revert during its probation is counted in baton_reverts_total), failed (the old one still does) or aborted (by baton abort). Rollbacks count as upgrades.",
 		}, []string{"result"}),
 		reverts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_reverts_total",
-			Help: "Rollbacks to the previous generation that were promoted, by reason.",
+			Help: "Returns to the previous generation, by reason: manual (a rollback, promoted) or probation (a generation reverted during its probation: a crash, a liveness failure, a failed analysis, or a rollback or abort then).",
 		}, []string{"reason"}),
 		steps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "baton_upgrade_steps_total",
@@ -128,6 +158,14 @@ func New(src Source) *Metrics {
 			Name: "baton_restarts_total",
 			Help: "Times a serving process exited on its own and was scheduled for a restart.",
 		}),
+		liveness: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_liveness_failures_total",
+			Help: "Liveness failures of ready processes: a [health] check failing failure_threshold times in a row, a missed or triggered watchdog. A serving process is restarted, a canary aborted, a generation on probation reverted.",
+		}),
+		analysis: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_analysis_measurements_total",
+			Help: "Measurements of the canary analysis (during canary steps and probations), by outcome: pass, fail or inconclusive.",
+		}, []string{"outcome"}),
 		readiness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "baton_readiness_seconds",
 			Help:    "Time from a process's start to passing its readiness check, for every process of every generation, restarts included.",
@@ -141,14 +179,20 @@ func New(src Source) *Metrics {
 	}
 	// Pre-initialised so that every series exists from the first scrape:
 	// rate() and absent() need a zero to start from.
-	m.upgrades.WithLabelValues(ResultPromoted)
-	m.upgrades.WithLabelValues(ResultFailed)
+	for _, r := range []string{ResultPromoted, ResultFailed, ResultAborted} {
+		m.upgrades.WithLabelValues(r)
+	}
 	m.reverts.WithLabelValues(ReasonManual)
+	m.reverts.WithLabelValues(ReasonProbation)
+	for _, o := range outcomes {
+		m.analysis.WithLabelValues(o)
+	}
+	m.reverted = map[int]bool{}
 
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.upgrades, m.reverts, m.steps, m.restarts, m.readiness, m.drain,
+		m.upgrades, m.reverts, m.steps, m.restarts, m.liveness, m.analysis, m.readiness, m.drain,
 		m.status,
 	)
 	m.events, m.unsubscribe = src.Subscribe(EventBuffer)
@@ -173,16 +217,34 @@ func (m *Metrics) Run(ctx context.Context) {
 func (m *Metrics) observe(ev supervisor.Event) {
 	switch ev.Kind {
 	case supervisor.EventPromoted:
-		// Replaces == 0 and no rollback: nothing was upgraded, a generation
-		// merely took the place of none.
-		if ev.Replaces != 0 || ev.Rollback {
+		switch {
+		case ev.Rollback && m.reverted[ev.Replaces]:
+			// The end of a revert without a standby, counted at the
+			// reverted event.
+		case ev.Replaces == 0 && !ev.Rollback:
+			// Nothing was upgraded, a generation merely took the place of
+			// none.
+		case ev.Rollback:
+			m.upgrades.WithLabelValues(ResultPromoted).Inc()
+			m.reverts.WithLabelValues(ReasonManual).Inc()
+		default:
 			m.upgrades.WithLabelValues(ResultPromoted).Inc()
 		}
-		if ev.Rollback {
-			m.reverts.WithLabelValues(ReasonManual).Inc()
-		}
 	case supervisor.EventFailed:
-		m.upgrades.WithLabelValues(ResultFailed).Inc()
+		if ev.Aborted {
+			m.upgrades.WithLabelValues(ResultAborted).Inc()
+		} else {
+			m.upgrades.WithLabelValues(ResultFailed).Inc()
+		}
+	case supervisor.EventReverted:
+		m.reverts.WithLabelValues(ReasonProbation).Inc()
+		m.reverted[ev.Gen] = true
+	case supervisor.EventUnhealthy:
+		m.liveness.Inc()
+	case supervisor.EventAnalysis:
+		if o := analysisOutcome(ev.Reason); o != "" {
+			m.analysis.WithLabelValues(o).Inc()
+		}
 	case supervisor.EventStep:
 		m.steps.Inc()
 	case supervisor.EventCrashed:
@@ -190,12 +252,23 @@ func (m *Metrics) observe(ev supervisor.Event) {
 	case supervisor.EventReady:
 		m.readiness.Observe(ev.Duration.Seconds())
 	case supervisor.EventRetired:
+		delete(m.reverted, ev.Gen) // its revert, if any, is complete
 		// 0: the generation was never replaced (a failed candidate, or a
 		// stop of the serving one), so it had no drain to time.
 		if ev.Duration > 0 {
 			m.drain.Observe(ev.Duration.Seconds())
 		}
 	}
+}
+
+// analysisOutcome is the outcome an analysis event's reason begins with
+// ("fail: error_ratio: ..."), or "" if it is none of the outcomes counted.
+func analysisOutcome(reason string) string {
+	o, _, _ := strings.Cut(reason, ":")
+	if slices.Contains(outcomes, o) {
+		return o
+	}
+	return ""
 }
 
 // Handler serves the registry in the Prometheus exposition formats. A

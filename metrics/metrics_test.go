@@ -80,10 +80,21 @@ func TestRunCounts(t *testing.T) {
 		return with(ev(supervisor.EventRetired, gen), func(e *supervisor.Event) { e.Duration, e.PID = d, 0 })
 	}
 
+	reverted := func(gen, back int) supervisor.Event {
+		return with(ev(supervisor.EventReverted, gen), func(e *supervisor.Event) {
+			e.Replaces, e.Reason = back, "instance 0 crashed during probation: exit status 2"
+		})
+	}
+	analysis := func(gen int, reason string) supervisor.Event {
+		return with(ev(supervisor.EventAnalysis, gen), func(e *supervisor.Event) { e.Reason, e.PID = reason, 0 })
+	}
+
 	type want struct {
-		promoted, failed, reverts, steps, restarts float64
-		readyCount, drainCount                     uint64
-		readySum, drainSum                         float64
+		promoted, failed, aborted, reverts, probationReverts float64
+		steps, restarts, liveness                            float64
+		pass, fail, inconclusive                             float64
+		readyCount, drainCount                               uint64
+		readySum, drainSum                                   float64
 	}
 	tests := []struct {
 		name string
@@ -118,9 +129,41 @@ func TestRunCounts(t *testing.T) {
 			promoted(2, 1, false),
 		}, want{promoted: 1, steps: 2, readyCount: 2, readySum: 2}},
 		{"canary aborted at its first step", []supervisor.Event{
-			with(ev(supervisor.EventStep, 2), func(e *supervisor.Event) { e.Weight = 10 }),
-			with(ev(supervisor.EventFailed, 2), func(e *supervisor.Event) { e.Reason = "aborted" }),
-		}, want{failed: 1, steps: 1}},
+			with(ev(supervisor.EventStep, 2), func(e *supervisor.Event) { e.Weight, e.Step, e.Steps = 10, 1, 2 }),
+			with(ev(supervisor.EventFailed, 2), func(e *supervisor.Event) { e.Reason, e.Aborted = "aborted by `baton abort`", true }),
+		}, want{aborted: 1, steps: 1}},
+		{"canary aborted by its analysis", []supervisor.Event{
+			with(ev(supervisor.EventStep, 2), func(e *supervisor.Event) { e.Weight, e.Step, e.Steps = 10, 1, 2 }),
+			analysis(2, "fail: error_ratio: error ratio 0.2 > 0.012"),
+			with(ev(supervisor.EventFailed, 2), func(e *supervisor.Event) { e.Reason = "analysis failed: 1 of 1 measurements failed" }),
+		}, want{failed: 1, steps: 1, fail: 1}},
+
+		// Probation.
+		{"probation passed", []supervisor.Event{
+			ready(2, time.Second), promoted(2, 1, false),
+			analysis(2, "pass: error_ratio: error ratio 0 <= 0.01"),
+			analysis(2, "inconclusive: error_ratio: error ratio inconclusive: 12 requests < min_requests 100"),
+			analysis(2, "a-newer-outcome: figures"),
+			with(ev(supervisor.EventConfirmed, 2), func(e *supervisor.Event) { e.Duration = time.Minute }),
+			retired(1, time.Minute),
+		}, want{promoted: 1, pass: 1, inconclusive: 1, readyCount: 1, readySum: 1, drainCount: 1, drainSum: 60}},
+		{"reverted to the standby", []supervisor.Event{
+			promoted(2, 1, false),
+			with(ev(supervisor.EventUnhealthy, 2), func(e *supervisor.Event) { e.Reason = "no WATCHDOG=1 for 10s" }),
+			reverted(2, 1), retired(2, 2*time.Second),
+		}, want{promoted: 1, probationReverts: 1, liveness: 1, drainCount: 1, drainSum: 2}},
+		// The replaced generation starts again as 3; its promotion is the
+		// revert's, not an upgrade or a manual rollback. A rollback after
+		// that is one.
+		{"reverted without a standby", []supervisor.Event{
+			promoted(2, 1, false), reverted(2, 1), ready(3, time.Second), promoted(3, 2, true), retired(2, 2*time.Second),
+			promoted(4, 3, true),
+		}, want{promoted: 2, reverts: 1, probationReverts: 1, readyCount: 1, readySum: 1, drainCount: 1, drainSum: 2}},
+		{"liveness failure of a serving process", []supervisor.Event{
+			with(ev(supervisor.EventUnhealthy, 1), func(e *supervisor.Event) { e.Reason = "health check failed 3 times in a row" }),
+			ev(supervisor.EventCrashed, 1),
+		}, want{liveness: 1, restarts: 1}},
+		{"failed state", []supervisor.Event{ev(supervisor.EventFailedState, 2)}, want{}},
 		{"unknown kind", []supervisor.Event{ev("future-kind", 1)}, want{}},
 	}
 	for _, tt := range tests {
@@ -129,18 +172,27 @@ func TestRunCounts(t *testing.T) {
 			// The label values exist from the start, at 0 if nothing
 			// happened, so that rate() has a beginning. (Checked first:
 			// WithLabelValues below would create them.)
-			if n := testutil.CollectAndCount(m.upgrades); n != 2 {
-				t.Errorf("baton_upgrades_total has %d series, want 2 (promoted, failed)", n)
+			if n := testutil.CollectAndCount(m.upgrades); n != 3 {
+				t.Errorf("baton_upgrades_total has %d series, want 3 (promoted, failed, aborted)", n)
 			}
-			if n := testutil.CollectAndCount(m.reverts); n != 1 {
-				t.Errorf("baton_reverts_total has %d series, want 1 (manual)", n)
+			if n := testutil.CollectAndCount(m.reverts); n != 2 {
+				t.Errorf("baton_reverts_total has %d series, want 2 (manual, probation)", n)
+			}
+			if n := testutil.CollectAndCount(m.analysis); n != 3 {
+				t.Errorf("baton_analysis_measurements_total has %d series, want 3 (pass, fail, inconclusive)", n)
 			}
 			var got want
 			got.promoted = testutil.ToFloat64(m.upgrades.WithLabelValues(ResultPromoted))
 			got.failed = testutil.ToFloat64(m.upgrades.WithLabelValues(ResultFailed))
+			got.aborted = testutil.ToFloat64(m.upgrades.WithLabelValues(ResultAborted))
 			got.reverts = testutil.ToFloat64(m.reverts.WithLabelValues(ReasonManual))
+			got.probationReverts = testutil.ToFloat64(m.reverts.WithLabelValues(ReasonProbation))
 			got.steps = testutil.ToFloat64(m.steps)
 			got.restarts = testutil.ToFloat64(m.restarts)
+			got.liveness = testutil.ToFloat64(m.liveness)
+			got.pass = testutil.ToFloat64(m.analysis.WithLabelValues(OutcomePass))
+			got.fail = testutil.ToFloat64(m.analysis.WithLabelValues(OutcomeFail))
+			got.inconclusive = testutil.ToFloat64(m.analysis.WithLabelValues(OutcomeInconclusive))
 			got.readyCount, got.readySum = histogram(t, m.reg, "baton_readiness_seconds")
 			got.drainCount, got.drainSum = histogram(t, m.reg, "baton_drain_seconds")
 			if got != tt.want {
@@ -246,7 +298,13 @@ func TestStatusMetrics(t *testing.T) {
 	if got := series(t, m.reg, "baton_serving_generation"); got[""] != 2 || len(got) != 1 {
 		t.Errorf("baton_serving_generation = %v, want 2", got)
 	}
-	wantGens := map[string]float64{`state="starting"`: 0, `state="canary"`: 1, `state="serving"`: 1, `state="draining"`: 1, `state="stopping"`: 1}
+	for _, name := range []string{"baton_probation_generation", "baton_failed_state"} {
+		if got := series(t, m.reg, name); got[""] != 0 || len(got) != 1 {
+			t.Errorf("%s = %v, want 0", name, got)
+		}
+	}
+	wantGens := map[string]float64{`state="starting"`: 0, `state="canary"`: 1, `state="serving"`: 1, `state="standby"`: 0,
+		`state="draining"`: 1, `state="stopping"`: 1}
 	if got := series(t, m.reg, "baton_generations"); !maps.Equal(got, wantGens) {
 		t.Errorf("baton_generations = %v, want %v", got, wantGens)
 	}
@@ -278,6 +336,29 @@ func TestStatusMetrics(t *testing.T) {
 		// Known for the serving generation and the candidate only.
 		"baton_generation_share_percent":       {`basis="connections",generation="2"`: 91.5, `basis="connections",generation="3"`: 8.5},
 		"baton_generation_steered_connections": {`generation="2"`: 183, `generation="3"`: 17},
+	} {
+		if got := series(t, m.reg, name); !maps.Equal(got, want) {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// TestProbationMetrics: the generation on probation, its standby and the
+// failed state, read at scrape time.
+func TestProbationMetrics(t *testing.T) {
+	st := supervisor.Status{Serving: 3, Probation: 3, ProbationEnd: time.Now().Add(time.Minute), Standby: 2,
+		Failed: "3 reverts within 1h0m0s; the last: generation 5: instance 0 crashed during probation: exit status 2",
+		Generations: []supervisor.GenerationStatus{
+			{ID: 2, State: "standby", Share: -1},
+			{ID: 3, State: "serving", Weight: 100, Share: -1},
+		}}
+	m := New(newFakeSource(func(context.Context) (supervisor.Status, error) { return st, nil }))
+	for name, want := range map[string]map[string]float64{
+		"baton_probation_generation": {"": 3},
+		"baton_failed_state":         {"": 1},
+		"baton_generations": {`state="starting"`: 0, `state="canary"`: 0, `state="serving"`: 1, `state="standby"`: 1,
+			`state="draining"`: 0, `state="stopping"`: 0},
+		"baton_generation_weight_percent": {`generation="2"`: 0, `generation="3"`: 100},
 	} {
 		if got := series(t, m.reg, name); !maps.Equal(got, want) {
 			t.Errorf("%s = %v, want %v", name, got, want)
@@ -459,7 +540,8 @@ func TestScrapeWithoutStatus(t *testing.T) {
 					t.Errorf("%s missing from a scrape without status", name)
 				}
 			}
-			for _, name := range []string{"baton_serving_generation", "baton_generations", "baton_listener_info",
+			for _, name := range []string{"baton_serving_generation", "baton_probation_generation", "baton_failed_state",
+				"baton_generations", "baton_listener_info",
 				"baton_generation_resident_memory_bytes", "baton_generation_cpu_seconds_total", "baton_generation_instances",
 				"baton_generation_weight_percent", "baton_generation_share_percent", "baton_generation_steered_connections"} {
 				if strings.Contains(body, name+" ") || strings.Contains(body, name+"{") {

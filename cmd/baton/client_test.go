@@ -30,7 +30,8 @@ import (
 type fakeBackend struct {
 	status  supervisor.Status
 	upgrade func(emit func(supervisor.Event)) (int, error)
-	gradual func(what string) error // "promote", "promote all" or "abort"
+	force   func(emit func(supervisor.Event)) (int, error) // ForceUpgrade; nil: as upgrade
+	gradual func(what string) error                        // "promote", "promote all" or "abort"
 
 	mu   sync.Mutex
 	subs []chan supervisor.Event
@@ -40,6 +41,13 @@ func (f *fakeBackend) Status(context.Context) (supervisor.Status, error) { retur
 func (f *fakeBackend) Upgrade(context.Context) (int, error)              { return f.upgrade(f.emit) }
 func (f *fakeBackend) Rollback(context.Context) (int, error)             { return f.upgrade(f.emit) }
 func (f *fakeBackend) Stop()                                             {}
+
+func (f *fakeBackend) ForceUpgrade(context.Context) (int, error) {
+	if f.force == nil {
+		return f.upgrade(f.emit)
+	}
+	return f.force(f.emit)
+}
 
 func (f *fakeBackend) Promote(_ context.Context, all bool) error {
 	if all {
@@ -84,54 +92,6 @@ func serveFake(t *testing.T, b control.Backend) string {
 		<-done
 	})
 	return s.Path()
-}
-
-func TestStatusCmd(t *testing.T) {
-	started := time.Now().Add(-65 * time.Second)
-	f := &fakeBackend{status: supervisor.Status{
-		Service: "web", ConfigPath: "/etc/baton/web.toml", PID: 42, Serving: 2, Candidate: 3,
-		Listeners: []supervisor.ListenerStatus{{Name: "http", Network: "tcp", Address: "127.0.0.1:8080", Mode: "steered"}},
-		Generations: []supervisor.GenerationStatus{
-			{ID: 2, State: "serving", Strategy: "blue-green", PID: 1001, PIDs: []int{1001}, Ready: true, Started: started,
-				ReadyAfter: 12 * time.Millisecond, Executable: "/srv/app", SHA256: "0123456789abcdef0123", Weight: 100, Share: -1,
-				Instances: []supervisor.InstanceStatus{{State: "running", PID: 1001, Ready: true, Routed: true}}},
-			{ID: 3, State: "starting", Strategy: "blue-green", Started: started, Restarts: 2, Share: -1,
-				Instances: []supervisor.InstanceStatus{{State: "running", Restarts: 2}}},
-		},
-	}}
-	sock := serveFake(t, f)
-	var out bytes.Buffer
-	if err := statusCmd([]string{"--socket", sock}, &out, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	for _, re := range []string{
-		`(?m)^service web \(baton pid 42, config /etc/baton/web.toml\)$`,
-		`(?m)^listener http +tcp +127\.0\.0\.1:8080 +steered$`,
-		`(?m)^upgrade in progress: generation 3 \(blue-green\), starting$`,
-		`(?m)^  generation 2: weight 100%, share not known yet$`,
-		`(?m)^  generation 3: weight 0%, share not known yet$`,
-		`(?m)^ID +STATE +STRATEGY +PID +READY +UPTIME +RESTARTS +EXECUTABLE +SHA256$`,
-		`(?m)^2 +serving +blue-green +1001 +12ms +1m5s +0 +/srv/app +0123456789ab$`,
-		`(?m)^3 +starting +blue-green +- +no +1m5s +2 +- +-$`,
-	} {
-		if !regexp.MustCompile(re).MatchString(out.String()) {
-			t.Errorf("no line matching %s in\n%s", re, out.String())
-		}
-	}
-	if strings.Contains(out.String(), "INSTANCE") {
-		t.Errorf("an instance table for generations of one instance each:\n%s", out.String())
-	}
-
-	out.Reset()
-	if err := statusCmd([]string{"--socket", sock, "--json"}, &out, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	var st control.StatusJSON
-	dec := json.NewDecoder(&out)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&st); err != nil || st.Service != "web" || len(st.Generations) != 2 || st.Upgrade.Candidate != 3 {
-		t.Errorf("--json: %+v, %v", st, err)
-	}
 }
 
 func TestUpgradeCmdWait(t *testing.T) {
@@ -187,6 +147,109 @@ upgrade complete: generation 3 serving
 	}
 }
 
+// TestUpgradeCmdProbation: `upgrade --wait` follows the probation to its
+// end (exit 0) or to a revert (exit 1, with the reason); in the failed
+// state an upgrade is refused (exit 1) unless forced.
+func TestUpgradeCmdProbation(t *testing.T) {
+	promoted := []supervisor.Event{
+		{Kind: supervisor.EventSpawned, Gen: 3, PID: 1003},
+		{Kind: supervisor.EventReady, Gen: 3, PID: 1003, Duration: 12 * time.Millisecond},
+		{Kind: supervisor.EventPromoted, Gen: 3, PID: 1003, Replaces: 2},
+	}
+	emitAll := func(emit func(supervisor.Event), evs ...supervisor.Event) {
+		for _, ev := range evs {
+			emit(ev)
+		}
+	}
+	f := &fakeBackend{}
+	sock := serveFake(t, f)
+
+	t.Run("passed", func(t *testing.T) {
+		f.upgrade = func(emit func(supervisor.Event)) (int, error) {
+			emitAll(emit, promoted...)
+			emitAll(emit,
+				supervisor.Event{Kind: supervisor.EventAnalysis, Gen: 3, Reason: "pass: error_ratio: error ratio 0.001 <= 0.012"},
+				supervisor.Event{Kind: supervisor.EventConfirmed, Gen: 3, PID: 1003, Duration: 5 * time.Minute},
+				supervisor.Event{Kind: supervisor.EventDraining, Gen: 2, PID: 1002},
+				supervisor.Event{Kind: supervisor.EventRetired, Gen: 2, Duration: 5 * time.Minute})
+			return 3, nil
+		}
+		var out bytes.Buffer
+		if err := upgradeCmd([]string{"--socket", sock, "--wait"}, &out, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		want := `generation 3: spawned (pid 1003)
+generation 3: ready after 12ms
+generation 3: promoted, replacing generation 2
+generation 3: analysis: pass: error_ratio: error ratio 0.001 <= 0.012
+generation 3: probation passed (5m0s)
+generation 2: draining
+generation 2: retired
+upgrade complete: generation 3 serving
+`
+		if out.String() != want {
+			t.Errorf("got\n%s\nwant\n%s", out.String(), want)
+		}
+	})
+
+	t.Run("reverted", func(t *testing.T) {
+		f.upgrade = func(emit func(supervisor.Event)) (int, error) {
+			emitAll(emit, promoted...)
+			emit(supervisor.Event{Kind: supervisor.EventReverted, Gen: 3, PID: 1003, Replaces: 2,
+				Reason: "instance 0 crashed during probation: exit status 2"})
+			return 0, fmt.Errorf("%w: generation 3 reverted during probation: instance 0 crashed during probation: exit status 2",
+				supervisor.ErrUpgradeFailed)
+		}
+		var out bytes.Buffer
+		err := upgradeCmd([]string{"--socket", sock, "--wait"}, &out, io.Discard)
+		var ue usageError
+		if err == nil || errors.As(err, &ue) ||
+			err.Error() != "upgrade failed: generation 3 reverted during probation: instance 0 crashed during probation: exit status 2" {
+			t.Errorf("reverted upgrade: %v, want a plain error (exit 1)", err)
+		}
+		if !strings.HasSuffix(out.String(), "generation 3: promoted, replacing generation 2\n"+
+			"generation 3: reverted: instance 0 crashed during probation: exit status 2 (back to generation 2)\n") {
+			t.Errorf("output\n%s", out.String())
+		}
+	})
+
+	// The failed state: refused, at once without --wait, by the
+	// supervisor with it; --force goes through ForceUpgrade.
+	f.status.Failed = "3 reverts within 1h0m0s; the last: generation 5: instance 0 crashed during probation: exit status 2"
+	refusal := fmt.Sprintf("%s (%s): force an upgrade (`baton upgrade --force`) to try again", supervisor.ErrFailedState, f.status.Failed)
+	f.upgrade = func(emit func(supervisor.Event)) (int, error) {
+		emit(supervisor.Event{Kind: supervisor.EventFailed, Reason: refusal})
+		return 0, fmt.Errorf("%w: %s", supervisor.ErrUpgradeFailed, refusal)
+	}
+	forced := make(chan struct{}, 2)
+	f.force = func(emit func(supervisor.Event)) (int, error) {
+		forced <- struct{}{}
+		emit(supervisor.Event{Kind: supervisor.EventPromoted, Gen: 6, PID: 1006, Replaces: 0})
+		return 6, nil
+	}
+	for _, args := range [][]string{{}, {"--wait"}} {
+		var out bytes.Buffer
+		err := upgradeCmd(append([]string{"--socket", sock}, args...), &out, io.Discard)
+		var ue usageError
+		if err == nil || errors.As(err, &ue) || err.Error() != "upgrade failed: "+refusal {
+			t.Errorf("upgrade %q in the failed state: %v, want a plain error (exit 1) with the refusal", args, err)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--force"}, "upgrade started (forced: the failed state, if any, is over)\n"},
+		{[]string{"--force", "--wait"}, "generation 6: promoted\nupgrade complete: generation 6 serving\n"},
+	} {
+		var out bytes.Buffer
+		if err := upgradeCmd(append([]string{"--socket", sock}, tc.args...), &out, io.Discard); err != nil || out.String() != tc.want {
+			t.Errorf("upgrade %q: %v, %q; want %q", tc.args, err, out.String(), tc.want)
+		}
+		within(t, forced, 5*time.Second, "ForceUpgrade called")
+	}
+}
+
 // TestClientUsage: usage and connection errors exit 2 (a usageError) with a
 // message that starts with the subcommand.
 func TestClientUsage(t *testing.T) {
@@ -213,6 +276,10 @@ func TestClientUsage(t *testing.T) {
 		{abortCmd, []string{"--socket", "/x", "--all"}, "flag provided but not defined: -all"},
 		{abortCmd, []string{"--socket", filepath.Join(dir, "none.sock")}, "abort: connect to "},
 		{promoteCmd, []string{"--socket", filepath.Join(dir, "none.sock"), "--all"}, "promote: connect to "},
+		{rollbackCmd, []string{"--socket", "/x", "--force"}, "flag provided but not defined: -force"},
+		{statusCmd, []string{"--socket", "/x", "--force"}, "flag provided but not defined: -force"},
+		{upgradeCmd, []string{"--self", "--socket", "/x", "--force"}, "upgrade: --self cannot --force"},
+		{upgradeCmd, []string{"--socket", filepath.Join(dir, "none.sock"), "--force"}, "upgrade: connect to "},
 	} {
 		err := tc.cmd(tc.args, io.Discard, io.Discard)
 		var ue usageError
@@ -349,154 +416,9 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
-// canaryStatus is a canary upgrade from generation 2 to 3 at step 2 of 3,
-// with two instances per generation.
-func canaryStatus(started time.Time) supervisor.Status {
-	return supervisor.Status{
-		Service: "web", ConfigPath: "/etc/baton/web.toml", PID: 42, Serving: 2, Candidate: 3,
-		Listeners: []supervisor.ListenerStatus{{Name: "http", Network: "tcp", Address: "127.0.0.1:8080", Mode: "steered"}},
-		Generations: []supervisor.GenerationStatus{
-			{ID: 2, State: "serving", Strategy: "canary", PIDs: []int{1001, 1002}, Ready: true, Started: started,
-				ReadyAfter: 7 * time.Millisecond, Weight: 50, Share: 48.71, Connections: 190,
-				Instances: []supervisor.InstanceStatus{
-					{Index: 0, State: "running", PID: 1001, Ready: true, ReadyAfter: 5 * time.Millisecond, Routed: true},
-					{Index: 1, State: "running", PID: 1002, Ready: true, ReadyAfter: 7 * time.Millisecond, Routed: true, Restarts: 2},
-				}},
-			{ID: 3, State: "canary", Strategy: "canary", PIDs: []int{1003}, Started: started,
-				Weight: 50, Share: 51.29, Connections: 200, Step: 2, Steps: 3, Holding: true, Restarts: 1,
-				Instances: []supervisor.InstanceStatus{
-					{Index: 0, State: "running", PID: 1003, Ready: true, ReadyAfter: 9 * time.Millisecond, Routed: true,
-						Status: "warming up"},
-					{Index: 1, State: "running", Restarts: 1, GaveUp: true},
-				}},
-		},
-	}
-}
-
-// TestStatusCmdCanary: the upgrade line says the strategy and step, each
-// routed generation its weight and share, and the instances get a table of
-// their own.
-func TestStatusCmdCanary(t *testing.T) {
-	started := time.Now().Add(-65 * time.Second)
-	sock := serveFake(t, &fakeBackend{status: canaryStatus(started)})
-	var out bytes.Buffer
-	if err := statusCmd([]string{"--socket", sock}, &out, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	want := "upgrade in progress: generation 3 (canary), step 2/3 (50%), holding until `baton promote`\n" +
-		"  generation 2: weight 50%, share 48.7% of 390 new connections\n" +
-		"  generation 3: weight 50%, share 51.3% of 390 new connections\n"
-	if !strings.Contains(out.String(), want) {
-		t.Errorf("status lacks\n%s\nin\n%s", want, out.String())
-	}
-	for _, re := range []string{
-		`(?m)^2 +serving +canary +1001,1002 +7ms +1m5s +0 +- +-$`,
-		`(?m)^3 +canary +canary +1003 +no +1m5s +1 +- +-$`,
-		`(?m)^GENERATION +INSTANCE +STATE +PID +READY +ROUTED +RESTARTS +STATUS$`,
-		`(?m)^2 +0 +running +1001 +5ms +yes +0 +-$`,
-		`(?m)^2 +1 +running +1002 +7ms +yes +2 +-$`,
-		`(?m)^3 +0 +running +1003 +9ms +yes +0 +warming up$`,
-		`(?m)^3 +1 +running,gave-up +- +no +no +1 +-$`,
-	} {
-		if !regexp.MustCompile(re).MatchString(out.String()) {
-			t.Errorf("no line matching %s in\n%s", re, out.String())
-		}
-	}
-}
-
-// TestUpgradeLine: how far the candidate is, by strategy and step, and its
-// share, measured or estimated.
-func TestUpgradeLine(t *testing.T) {
-	share := func(v float64) *float64 { return &v }
-	serving := control.GenerationJSON{ID: 2, State: "serving", Strategy: "canary", Weight: 90}
-	tests := []struct {
-		name string
-		cand control.GenerationJSON
-		want string
-	}{
-		{"canary starting", control.GenerationJSON{Strategy: "canary", State: "starting", Steps: 2},
-			"upgrade in progress: generation 3 (canary), starting before step 1/2\n" +
-				"  generation 2: weight 90%, share not known yet\n  generation 3: weight 0%, share not known yet\n"},
-		{"canary pausing", control.GenerationJSON{Strategy: "canary", State: "canary", Step: 1, Steps: 2, Weight: 10,
-			Share: share(9.5), Connections: 19},
-			"upgrade in progress: generation 3 (canary), step 1/2 (10%)\n" +
-				"  generation 2: weight 90%, share not known yet\n  generation 3: weight 10%, share 9.5% of 19 new connections\n"},
-		{"canary past its last step", control.GenerationJSON{Strategy: "canary", State: "canary", Step: 3, Steps: 2, Weight: 50},
-			"upgrade in progress: generation 3 (canary), past step 2/2, moving to 100%\n"},
-		{"shared mode", control.GenerationJSON{Strategy: "canary", State: "canary", Step: 1, Steps: 2, Weight: 10,
-			Share: share(100.0 / 3), ShareEstimated: true},
-			"  generation 3: weight 10%, share ~33.3% (by instance count)\n"},
-		{"aborting", control.GenerationJSON{Strategy: "canary", State: "canary", Step: 2, Steps: 2, Aborting: "aborted by `baton abort`"},
-			"upgrade in progress: generation 3 (canary), being undone: aborted by `baton abort`\n"},
-		{"rolling", control.GenerationJSON{Strategy: "rolling", State: "canary", Weight: 50,
-			Instances: []control.InstanceJSON{{Routed: true}, {Routed: true}, {}}},
-			"upgrade in progress: generation 3 (rolling), 2 new instances routed\n"},
-		{"blue-green ready", control.GenerationJSON{Strategy: "blue-green", State: "starting", Ready: true},
-			"upgrade in progress: generation 3 (blue-green), starting\n"},
-		{"a baton without gradual upgrades", control.GenerationJSON{State: "starting"},
-			"upgrade in progress: generation 3\n\n"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tt.cand.ID = 3
-			st := &control.StatusJSON{Serving: 2, Upgrade: &control.UpgradeJSON{Candidate: 3},
-				Generations: []control.GenerationJSON{serving, tt.cand}}
-			var out bytes.Buffer
-			printStatus(&out, st, time.Now())
-			if !strings.Contains(out.String(), tt.want) {
-				t.Errorf("got\n%s\nwant it to contain\n%s", out.String(), tt.want)
-			}
-		})
-	}
-}
-
-// TestEventLines: step events with and without the status's context, and
-// instance numbers only where there are several instances.
-func TestEventLines(t *testing.T) {
-	canary := func(step, steps, weight int) *control.GenerationJSON {
-		return &control.GenerationJSON{ID: 3, Strategy: "canary", Step: step, Steps: steps, Weight: weight}
-	}
-	step := func(weight int, pause time.Duration) *control.EventJSON {
-		return &control.EventJSON{Kind: "step", Generation: 3, Weight: weight, DurationMS: pause.Milliseconds()}
-	}
-	tests := []struct {
-		ev      *control.EventJSON
-		gen     *control.GenerationJSON
-		several bool
-		want    string
-	}{
-		{step(10, 30*time.Second), canary(1, 2, 10), false, "generation 3 at 10% (step 1/2, pause 30s)"},
-		{step(50, 0), canary(2, 2, 50), false, "generation 3 at 50% (step 2/2, holding until `baton promote`)"},
-		// The canary moved on before the status was taken: no step number.
-		{step(10, 30*time.Second), canary(2, 2, 50), false, "generation 3 at 10% (pause 30s)"},
-		{step(50, 0), canary(3, 2, 50), false, "generation 3 at 50% (holding until `baton promote`)"},
-		// No status: what the event says.
-		{step(10, 90*time.Second), nil, false, "generation 3 at 10% (pause 1m30s)"},
-		{step(50, 0), nil, false, "generation 3 at 50%"},
-		{step(50, 0), &control.GenerationJSON{ID: 3, Strategy: "rolling", Weight: 50}, false, "generation 3 at 50% (rolling)"},
-
-		{&control.EventJSON{Kind: "spawned", Generation: 3, Instance: 1, PID: 1234}, nil, true,
-			"generation 3, instance 1: spawned (pid 1234)"},
-		{&control.EventJSON{Kind: "spawned", Generation: 3, PID: 1234}, nil, false, "generation 3: spawned (pid 1234)"},
-		{&control.EventJSON{Kind: "ready", Generation: 3, Instance: 0, DurationMS: 12}, nil, true,
-			"generation 3, instance 0: ready after 12ms"},
-		{&control.EventJSON{Kind: "crashed", Generation: 2, Instance: 1, Reason: "exit status 1"}, nil, true,
-			"generation 2, instance 1: crashed (exit status 1)"},
-		{&control.EventJSON{Kind: "stopping", Generation: 2, Instance: 1, Reason: "replaced by generation 3"}, nil, true,
-			"generation 2, instance 1: stopping (replaced by generation 3)"},
-		// A generation's own events have no instance.
-		{&control.EventJSON{Kind: "promoted", Generation: 3, Replaces: 2}, nil, true, "generation 3: promoted, replacing generation 2"},
-		{&control.EventJSON{Kind: "retired", Generation: 2}, nil, true, "generation 2: retired"},
-	}
-	for _, tt := range tests {
-		if got := eventLine(tt.ev, tt.gen, tt.several); got != tt.want {
-			t.Errorf("%+v: got %q, want %q", tt.ev, got, tt.want)
-		}
-	}
-}
-
 // TestUpgradeCmdWaitCanary: the lines of a canary upgrade of a service of
-// two instances, the step numbers and instance numbers from the status.
+// two instances: the step numbers from the events, the instance numbers
+// because the status shows several.
 func TestUpgradeCmdWaitCanary(t *testing.T) {
 	f := &fakeBackend{status: canaryStatus(time.Now())} // at step 2/3, 50%, holding
 	sock := serveFake(t, f)
@@ -506,8 +428,8 @@ func TestUpgradeCmdWaitCanary(t *testing.T) {
 			{Kind: supervisor.EventSpawned, Gen: 3, Instance: 1, PID: 1004},
 			{Kind: supervisor.EventReady, Gen: 3, Instance: 1, PID: 1004, Duration: 8 * time.Millisecond},
 			{Kind: supervisor.EventReady, Gen: 3, Instance: 0, PID: 1003, Duration: 9 * time.Millisecond},
-			{Kind: supervisor.EventStep, Gen: 3, PID: 1003, Weight: 10, Duration: 30 * time.Second},
-			{Kind: supervisor.EventStep, Gen: 3, PID: 1003, Weight: 50},
+			{Kind: supervisor.EventStep, Gen: 3, PID: 1003, Weight: 10, Duration: 30 * time.Second, Step: 1, Steps: 3},
+			{Kind: supervisor.EventStep, Gen: 3, PID: 1003, Weight: 50, Step: 2, Steps: 3},
 			{Kind: supervisor.EventPromoted, Gen: 3, PID: 1003, Replaces: 2},
 			{Kind: supervisor.EventDraining, Gen: 2, PID: 1001},
 			{Kind: supervisor.EventStopping, Gen: 2, Instance: 1, PID: 1002, Reason: "replaced by generation 3"},
@@ -525,7 +447,7 @@ func TestUpgradeCmdWaitCanary(t *testing.T) {
 generation 3, instance 1: spawned (pid 1004)
 generation 3, instance 1: ready after 8ms
 generation 3, instance 0: ready after 9ms
-generation 3 at 10% (pause 30s)
+generation 3 at 10% (step 1/3, pause 30s)
 generation 3 at 50% (step 2/3, holding until ` + "`baton promote`" + `)
 generation 3: promoted, replacing generation 2
 generation 2: draining
@@ -558,7 +480,7 @@ func TestPromoteAbortCmd(t *testing.T) {
 	}{
 		{promoteCmd, nil, "the canary moves on to its next step (`baton status` shows it)\n"},
 		{promoteCmd, []string{"--all"}, "the canary moves on to 100% once all its instances are ready\n"},
-		{abortCmd, nil, "upgrade aborted: the serving generation gets every new connection back, the candidate drains\n"},
+		{abortCmd, nil, "upgrade aborted: the previous generation gets every new connection back (during a probation, by a revert), the new one drains\n"},
 	}
 	for _, tt := range tests {
 		var out bytes.Buffer
@@ -733,7 +655,7 @@ socket = %q
 	for _, re := range []string{
 		`(?m)^generation 2, instance 0: spawned \(pid \d+\)$`,
 		`(?m)^generation 2, instance 1: ready after \S+$`,
-		`(?m)^generation 2 at 10% \((step 1/2, )?pause 1s\)$`,
+		`(?m)^generation 2 at 10% \(step 1/2, pause 1s\)$`,
 		"(?m)^generation 2 at 50% \\(step 2/2, holding until `baton promote`\\)$",
 		`(?m)^generation 2: promoted, replacing generation 1$`,
 		`(?m)^generation 1, instance \d: stopping \(.+\)$`,

@@ -28,6 +28,7 @@ const usage = `usage:
   baton check -c FILE                          validate FILE, start nothing
   baton status [--json]                        the listeners and generations
   baton upgrade [--wait] [--timeout D]         start the next generation (as SIGHUP)
+  baton upgrade --force [--wait]               the same in the failed state (after repeated reverts), ending it
   baton upgrade --self                         replace baton itself with the binary now at its path (as SIGUSR2)
   baton rollback [--wait] [--timeout D]        go back to the previous generation's config
   baton promote [--all]                        move the canary to its next step now (--all: to 100%)
@@ -44,8 +45,9 @@ generation alongside the serving one); SIGUSR2 upgrades baton itself;
 SIGTERM or SIGINT drains and exits.
 
 Exit status: 0 success; 1 the service could not be kept running, an
-upgrade or rollback waited for with --wait failed, or promote or abort
-found nothing to act on; 2 usage, config or connection errors.
+upgrade or rollback waited for with --wait failed or was reverted during
+its probation, an upgrade was refused in the failed state, or promote or
+abort found nothing to act on; 2 usage, config or connection errors.
 `
 
 // usageError makes main exit 2.

@@ -23,6 +23,12 @@ import (
 // supervisor's loop gave says it is true, and after RELOADING=1 only once
 // every upgrade asked for until then is decided. Events only say when to
 // look again; a lost event delays a STATUS line, it never makes one wrong.
+//
+// With [upgrade] probation, READY=1 answers a reload at promotion, not at
+// the end of the probation: the new generation serves, and a reload must
+// not outlast systemd's TimeoutStartSec for the probation's length. A
+// revert comes later, as a STATUS line ("generation 3 reverted: ..."), as
+// does the failed state ("FAILED: ...").
 
 const (
 	// notifyEventBuffer is how far the notifier may fall behind the
@@ -55,7 +61,8 @@ type systemdNotifier struct {
 	// Owned by Run.
 	started  bool   // READY=1 was sent for the first serving generation
 	answered int    // reloads (counted as in requested) that READY=1 has answered
-	failure  string // why the last upgrade failed, until a promotion
+	failure  string // why the last upgrade failed or was reverted, until a promotion
+	reverted int    // the generation reverted last, until a promotion that is not its revert's
 	crashGen int    // the generation that crashed last, and why
 	crash    string
 
@@ -272,7 +279,13 @@ func (n *systemdNotifier) snapshot() reloadSnap {
 func (n *systemdNotifier) observe(ev supervisor.Event) {
 	switch ev.Kind {
 	case supervisor.EventPromoted:
-		n.failure = ""
+		// Without a standby, a revert ends with the promotion of the
+		// replaced generation started again: still the revert's news.
+		if !ev.Rollback || ev.Replaces != n.reverted || n.reverted == 0 {
+			n.failure, n.reverted = "", 0
+		}
+	case supervisor.EventReverted:
+		n.failure, n.reverted = fmt.Sprintf("generation %d reverted: %s", ev.Gen, ev.Reason), ev.Gen
 	case supervisor.EventFailed:
 		what := "upgrade"
 		if ev.Rollback {
@@ -340,8 +353,12 @@ func generation(st supervisor.Status, id int) (supervisor.GenerationStatus, bool
 }
 
 // describe is the STATUS= line for st, e.g. "generation 3 serving (pid
-// 4121)" or "upgrade failed: generation 4: not ready within 30s;
-// generation 3 serving (pid 4121)". Run only.
+// 4121)", "upgrade failed: generation 4: not ready within 30s; generation 3
+// serving (pid 4121)", "generation 3 on probation (standby 2), serving (pid
+// 4121)", "generation 3 reverted: instance 0 crashed during probation:
+// exit status 2; generation 2 serving (pid 4009)" or, in the failed state,
+// "FAILED: 3 reverts within 1h0m0s; the last: ...; generation 2 serving
+// (pid 4009)". Run only.
 func (n *systemdNotifier) describe(st supervisor.Status) string {
 	g, ok := generation(st, st.Serving)
 	var s string
@@ -358,18 +375,38 @@ func (n *systemdNotifier) describe(st supervisor.Status) string {
 		s = fmt.Sprintf("generation %d restarting (pid %d)", g.ID, g.PID)
 	case !g.Ready:
 		s = fmt.Sprintf("generation %d starting (pid %d)", g.ID, g.PID)
+	case st.Probation == g.ID && st.Standby != 0:
+		s = fmt.Sprintf("generation %d on probation (standby %d), serving (pid %d)", g.ID, st.Standby, g.PID)
+	case st.Probation == g.ID:
+		s = fmt.Sprintf("generation %d on probation, serving (pid %d)", g.ID, g.PID)
 	default:
 		s = fmt.Sprintf("generation %d serving (pid %d)", g.ID, g.PID)
+	}
+	// In the failed state, its reason says what the last revert or refused
+	// upgrade would: it replaces them.
+	failure := n.failure
+	if st.Failed != "" {
+		failure = ""
 	}
 	switch {
 	case st.Stopping && ok && g.GaveUp:
 		s += "; stopping"
 	case st.Stopping:
 		s = "stopping"
+	case st.Candidate != 0 && n.reverted != 0 && st.Serving == n.reverted:
+		// A revert without a standby: the replaced generation starts
+		// again, as a new one, while the reverted one serves.
+		s = fmt.Sprintf("generation %d starting in place of generation %d; %s", st.Candidate, n.reverted, s)
+		if failure != "" {
+			s = failure + "; " + s
+		}
 	case st.Candidate != 0:
 		s = fmt.Sprintf("upgrading to generation %d; %s", st.Candidate, s)
-	case n.failure != "":
-		s = n.failure + "; " + s
+	case failure != "":
+		s = failure + "; " + s
+	}
+	if st.Failed != "" && !st.Stopping {
+		s = "FAILED: " + st.Failed + "; " + s
 	}
 	// A newline would end the STATUS= field and start a bogus one.
 	return strings.ReplaceAll(s, "\n", " ")

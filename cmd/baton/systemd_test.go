@@ -611,6 +611,125 @@ func TestNotifierStatusLines(t *testing.T) {
 	}
 }
 
+// probationPromote promotes generation id (pid) onto probation, the
+// serving generation kept as its standby when standby is set.
+func (f *fakeSupervisor) probationPromote(id, pid int, standby bool) {
+	var old int
+	f.step(func(st *supervisor.Status) {
+		old = st.Serving
+		st.Serving, st.Candidate, st.Probation = id, 0, id
+		st.ProbationEnd = time.Now().Add(time.Minute)
+		gen(st, id, func(g *supervisor.GenerationStatus) { g.State, g.PID, g.Ready = "serving", pid, true })
+		if standby {
+			st.Standby = old
+			gen(st, old, func(g *supervisor.GenerationStatus) { g.State = "standby" })
+		} else {
+			gen(st, old, func(g *supervisor.GenerationStatus) { g.State = "stopping" })
+		}
+	}, supervisor.Event{Kind: supervisor.EventReady, Gen: id, PID: pid},
+		supervisor.Event{Kind: supervisor.EventPromoted, Gen: id, PID: pid, Replaces: old})
+}
+
+// TestNotifierProbation: STATUS= says which generation is on probation and
+// which stands by; READY=1 answers a reload at promotion, once.
+func TestNotifierProbation(t *testing.T) {
+	sd, f, n, _ := startedNotifier(t)
+	reload(t, sd, n, func() { f.spawnCandidate(2, 102) })
+	f.probationPromote(2, 102, true)
+	m := sd.waitFor(t, "READY=1 at promotion", 5*time.Second, isReady)
+	if got := m.fields["STATUS"]; got != "generation 2 on probation (standby 1), serving (pid 102)" {
+		t.Errorf("STATUS=%q, want generation 2 on probation (standby 1), serving (pid 102)", got)
+	}
+	f.step(func(st *supervisor.Status) {
+		st.Probation, st.ProbationEnd, st.Standby = 0, time.Time{}, 0
+		gen(st, 1, func(g *supervisor.GenerationStatus) { g.State = "draining" })
+	}, supervisor.Event{Kind: supervisor.EventConfirmed, Gen: 2, PID: 102, Duration: time.Minute})
+	m = sd.waitFor(t, "STATUS once the probation passed", 5*time.Second, has("STATUS", "generation 2 serving (pid 102)"))
+	if isReady(m) {
+		t.Errorf("READY=1 again at the end of the probation: %s", m)
+	}
+
+	// Without a standby (not every listener steered).
+	f.step(func(st *supervisor.Status) { drop(st, 1) })
+	f.spawnCandidate(3, 103)
+	f.probationPromote(3, 103, false)
+	sd.waitFor(t, "STATUS on probation without a standby", 5*time.Second,
+		has("STATUS", "generation 3 on probation, serving (pid 103)"))
+}
+
+// TestNotifierRevert: a revert shows in STATUS= until the next promotion,
+// the failed state above all else until a forced upgrade ends it; a
+// refused reload is answered.
+func TestNotifierRevert(t *testing.T) {
+	const why = "instance 0 crashed during probation: exit status 2"
+	revert := func(f *fakeSupervisor, failed string) {
+		f.step(func(st *supervisor.Status) {
+			st.Serving, st.Probation, st.ProbationEnd, st.Standby, st.Failed = 1, 0, time.Time{}, 0, failed
+			gen(st, 1, func(g *supervisor.GenerationStatus) { g.State = "serving" })
+			gen(st, 2, func(g *supervisor.GenerationStatus) { g.State = "draining" })
+		}, supervisor.Event{Kind: supervisor.EventReverted, Gen: 2, PID: 102, Replaces: 1, Reason: why})
+	}
+	t.Run("to the standby", func(t *testing.T) {
+		sd, f, _, _ := startedNotifier(t)
+		f.spawnCandidate(2, 102)
+		f.probationPromote(2, 102, true)
+		revert(f, "")
+		sd.waitFor(t, "STATUS after the revert", 5*time.Second,
+			has("STATUS", "generation 2 reverted: "+why+"; generation 1 serving (pid 101)"))
+		f.step(func(st *supervisor.Status) { drop(st, 2) }, supervisor.Event{Kind: supervisor.EventRetired, Gen: 2})
+		sd.none(t, "a STATUS without the revert", 300*time.Millisecond, func(m notifyMessage) bool {
+			return m.fields["STATUS"] != "" && !strings.HasPrefix(m.fields["STATUS"], "generation 2 reverted: ")
+		})
+		f.spawnCandidate(3, 103)
+		f.promote(3, 103, false)
+		sd.waitFor(t, "STATUS after the next promotion", 5*time.Second, has("STATUS", "generation 3 serving (pid 103)"))
+	})
+	t.Run("into the failed state", func(t *testing.T) {
+		sd, f, n, _ := startedNotifier(t)
+		failed := "1 reverts within 1h0m0s; the last: generation 2: " + why
+		f.spawnCandidate(2, 102)
+		f.probationPromote(2, 102, true)
+		revert(f, failed)
+		sd.waitFor(t, "STATUS in the failed state", 5*time.Second,
+			has("STATUS", "FAILED: "+failed+"; generation 1 serving (pid 101)"))
+		// A SIGHUP is refused, and answered; the failed state stays first.
+		reload(t, sd, n, func() {
+			f.step(func(*supervisor.Status) {}, supervisor.Event{Kind: supervisor.EventFailed,
+				Reason: "service is in the failed state after repeated reverts (" + failed + "): force an upgrade (`baton upgrade --force`) to try again"})
+		})
+		m := sd.waitFor(t, "READY=1 after the refused reload", 5*time.Second, isReady)
+		if got := m.fields["STATUS"]; got != "FAILED: "+failed+"; generation 1 serving (pid 101)" {
+			t.Errorf("STATUS=%q after the refused reload", got)
+		}
+		// `baton upgrade --force` ends it.
+		f.step(func(st *supervisor.Status) { st.Failed = "" })
+		f.spawnCandidate(3, 103)
+		f.promote(3, 103, false)
+		sd.waitFor(t, "STATUS after the forced upgrade", 5*time.Second, has("STATUS", "generation 3 serving (pid 103)"))
+	})
+	t.Run("without a standby", func(t *testing.T) {
+		// The replaced generation starts again as generation 3 while the
+		// reverted one serves; its promotion ends the revert.
+		sd, f, _, _ := startedNotifier(t)
+		f.spawnCandidate(2, 102)
+		f.probationPromote(2, 102, false)
+		f.step(func(st *supervisor.Status) {
+			st.Probation, st.ProbationEnd = 0, time.Time{}
+			drop(st, 1)
+		}, supervisor.Event{Kind: supervisor.EventReverted, Gen: 2, PID: 102, Replaces: 1, Reason: why})
+		f.spawnCandidate(3, 103)
+		sd.waitFor(t, "STATUS while the revert starts generation 3", 5*time.Second, has("STATUS",
+			"generation 2 reverted: "+why+"; generation 3 starting in place of generation 2; generation 2 serving (pid 102)"))
+		f.step(func(st *supervisor.Status) {
+			st.Serving, st.Candidate = 3, 0
+			gen(st, 3, func(g *supervisor.GenerationStatus) { g.State, g.Ready = "serving", true })
+			gen(st, 2, func(g *supervisor.GenerationStatus) { g.State = "draining" })
+		}, supervisor.Event{Kind: supervisor.EventPromoted, Gen: 3, PID: 103, Replaces: 2, Rollback: true})
+		sd.waitFor(t, "STATUS once the revert is done", 5*time.Second,
+			has("STATUS", "generation 2 reverted: "+why+"; generation 3 serving (pid 103)"))
+	})
+}
+
 // TestNotifierStopping: STOPPING=1 when baton begins to stop, whoever
 // asked; nothing but that after it.
 func TestNotifierStopping(t *testing.T) {
