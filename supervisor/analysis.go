@@ -195,13 +195,14 @@ func (s *Supervisor) onAnalysisSample(ev analysisSample) {
 		}
 		s.log.Info("analysis measurement", "gen", run.cand.id, "against", idOf(run.base), "phase", run.phase,
 			"outcome", m.Outcome.String(), "verdict", run.an.Verdict().String(), "figures", strings.Join(reasons, "; "))
-		s.emit(Event{Kind: EventAnalysis, Gen: run.cand.id, Reason: m.Outcome.String() + ": " + strings.Join(reasons, "; ")})
+		s.emit(Event{Kind: EventAnalysis, Gen: run.cand.id, Outcome: m.Outcome.String(),
+			Reason: m.Outcome.String() + ": " + strings.Join(reasons, "; ")})
 		switch run.an.Verdict() {
 		case probe.Failed:
 			s.analysis = nil
 			why := "analysis failed: " + run.an.Summary()
 			if run.phase == "probation" {
-				s.revert(run.cand, why)
+				s.revert(run.cand, CauseAnalysis, why)
 			} else {
 				s.failUpgrade(run.cand, why)
 			}

@@ -27,6 +27,15 @@ const (
 	EventFlag        = "flag"         // a feature flag changed (Flag; Weight: its new percent; Reason: from, to, by whom)
 )
 
+// Causes of a revert.
+const (
+	CauseCrash    = "crash"
+	CauseLiveness = "liveness"
+	CauseAnalysis = "analysis"
+	CauseRollback = "rollback"
+	CauseAbort    = "abort"
+)
+
 // Event is one step of a generation's life. Every step is also one log line.
 type Event struct {
 	Time     time.Time
@@ -46,6 +55,13 @@ type Event struct {
 	Aborted bool
 	// Flag (flag): the feature flag that changed.
 	Flag string
+	// Cause (reverted): CauseCrash, CauseLiveness, CauseAnalysis,
+	// CauseRollback or CauseAbort. Outcome (analysis): "pass", "fail" or
+	// "inconclusive". RevertOf (promoted): the promotion ends a revert of
+	// that generation, which had no standby.
+	Cause    string
+	Outcome  string
+	RevertOf int
 }
 
 // Subscribe returns a channel that receives every event from now on, and a

@@ -159,7 +159,7 @@ func (s *Supervisor) onExit(p *process) {
 	case g == s.probation:
 		g.crashes++
 		s.log.Warn("process exited during probation", "gen", g.id, "instance", in.index, "pid", p.pid, "status", how)
-		s.revert(g, fmt.Sprintf("instance %d crashed during probation: %s", in.index, how))
+		s.revert(g, CauseCrash, fmt.Sprintf("instance %d crashed during probation: %s", in.index, how))
 		if g == s.serving {
 			s.onCrash(in, p, how) // it serves until the reverted generation is ready
 		} else if in.state == instRunning {

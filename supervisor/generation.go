@@ -82,6 +82,7 @@ type generation struct {
 	probationTimer *time.Timer
 	reverting      string // being replaced by a revert: why
 	revertOf       string // started by a revert (of the generation on probation): why
+	revertOfGen    int    // and of which generation
 	nextIndex      int    // index for the next instance
 }
 

@@ -63,7 +63,7 @@ func (s *Supervisor) gradual(ctx context.Context, req gradualReq) error {
 func (s *Supervisor) onGradual(req gradualReq) error {
 	if p := s.probation; req.abort && s.candidate == nil && p != nil {
 		s.log.Info("abort asked for during probation: reverting", "gen", p.id)
-		s.revert(p, "aborted by `baton abort` during probation")
+		s.revert(p, CauseAbort, "aborted by `baton abort` during probation")
 		return nil
 	}
 	g := s.candidate

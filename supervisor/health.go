@@ -118,7 +118,7 @@ func (s *Supervisor) onUnhealthy(p *process, why string) {
 	case g == s.candidate:
 		s.failUpgrade(g, fmt.Sprintf("instance %d: %s", in.index, why))
 	case g == s.probation:
-		s.revert(g, fmt.Sprintf("instance %d: %s", in.index, why))
+		s.revert(g, CauseLiveness, fmt.Sprintf("instance %d: %s", in.index, why))
 	case g == s.serving || g == s.standby:
 		// Restarted like a crash (same backoff and limit).
 		p.unhealthy = why

@@ -174,6 +174,7 @@ func (s *Supervisor) startUpgrade(reply chan<- upgradeResult, force bool) {
 			s.log.Info("upgrade in progress; another upgrade will follow it", "candidate", idOf(s.candidate), "probation", idOf(s.probation))
 		}
 		s.queued = true
+		s.queuedForce = s.queuedForce || force
 		if reply != nil {
 			s.queuedWaiters = append(s.queuedWaiters, reply)
 		}
@@ -231,7 +232,7 @@ func (s *Supervisor) startRollback(reply chan<- upgradeResult) {
 	case s.probation != nil && s.candidate == nil:
 		g := s.probation
 		s.log.Info("rollback during probation: reverting", "gen", g.id)
-		s.revert(g, "rolled back by hand (`baton rollback`)")
+		s.revert(g, CauseRollback, "rolled back by hand (`baton rollback`)")
 		switch {
 		case reply == nil:
 		case s.candidate != nil && s.candidate.revertOf != "":
@@ -293,23 +294,23 @@ func (s *Supervisor) nextQueued() {
 	if !s.queued || s.stopping || s.busy() {
 		return
 	}
-	waiters := s.queuedWaiters
-	s.queued, s.queuedWaiters = false, nil
+	waiters, force := s.queuedWaiters, s.queuedForce
+	s.queued, s.queuedWaiters, s.queuedForce = false, nil, false
 	if len(waiters) == 0 {
-		s.startUpgrade(nil, false)
+		s.startUpgrade(nil, force)
 		return
 	}
 	for i, w := range waiters {
 		switch {
 		case i == 0:
-			s.startUpgrade(w, false)
+			s.startUpgrade(w, force)
 		case s.candidate != nil:
 			s.candidateWaiters = append(s.candidateWaiters, w)
 		case s.preparing != nil:
 			s.queued = true
 			s.queuedWaiters = append(s.queuedWaiters, w) // decided by the upgrade after this one
 		default:
-			s.startUpgrade(w, false) // the first failed to start: each waiter learns why
+			s.startUpgrade(w, force) // the first failed to start: each waiter learns why
 		}
 	}
 }
@@ -451,7 +452,7 @@ func (s *Supervisor) promote(g *generation) {
 	s.applyFlagsConfig(g.cfg)
 	s.startFlagSampler()
 	s.log.Info("promoted", "gen", g.id, g.pidAttrs(), "replaces", idOf(old))
-	s.emit(Event{Kind: EventPromoted, Gen: g.id, PID: firstPID(g), Replaces: idOf(old), Rollback: g.rollback})
+	s.emit(Event{Kind: EventPromoted, Gen: g.id, PID: firstPID(g), Replaces: idOf(old), Rollback: g.rollback, RevertOf: g.revertOfGen})
 	if old != nil {
 		old.replacedAt = time.Now()
 		if !keep {

@@ -82,8 +82,9 @@ func (s *Supervisor) replyProbation(r upgradeResult) {
 	s.probationWaiters = nil
 }
 
-// revert undoes the promotion of g, on probation, because of why.
-func (s *Supervisor) revert(g *generation, why string) {
+// revert undoes the promotion of g, on probation, because of why (cause
+// is one of the Cause constants).
+func (s *Supervisor) revert(g *generation, cause, why string) {
 	if s.probation != g || g.reverting != "" {
 		return
 	}
@@ -94,10 +95,15 @@ func (s *Supervisor) revert(g *generation, why string) {
 		g.probationTimer.Stop()
 	}
 	back := s.standby
-	s.log.Error("reverting", "gen", g.id, "reason", why, "to", previousID(back, s.previous))
-	s.emit(Event{Kind: EventReverted, Gen: g.id, PID: firstPID(g), Reason: why, Replaces: previousID(back, s.previous)})
-	s.replyProbation(upgradeResult{err: fmt.Errorf("%w: generation %d reverted during probation: %s", ErrUpgradeFailed, g.id, why)})
+	if back == nil && (s.previous == nil || s.previous.file == nil) {
+		s.log.Error("cannot revert: nothing pinned to go back to; the generation keeps serving", "gen", g.id, "reason", why)
+		s.replyProbation(upgradeResult{err: fmt.Errorf("%w: generation %d failed during probation (%s) and there is nothing to revert to", ErrUpgradeFailed, g.id, why)})
+		return
+	}
+	s.log.Error("reverting", "gen", g.id, "reason", why, "cause", cause, "to", previousID(back, s.previous))
+	s.emit(Event{Kind: EventReverted, Gen: g.id, PID: firstPID(g), Reason: why, Cause: cause, Replaces: previousID(back, s.previous)})
 	s.countRevert(g, why)
+	s.replyProbation(upgradeResult{err: fmt.Errorf("%w: generation %d reverted during probation: %s", ErrUpgradeFailed, g.id, why)})
 	if back == nil {
 		s.revertByRestart(g, why)
 		return
@@ -132,10 +138,6 @@ func previousID(standby *generation, p *pinned) int {
 // revertByRestart starts the generation g replaced again from its pinned
 // executable and config; g serves until it is ready and promoted.
 func (s *Supervisor) revertByRestart(g *generation, why string) {
-	if s.previous == nil {
-		s.log.Error("cannot revert: nothing pinned to go back to", "gen", g.id)
-		return
-	}
 	if s.candidate != nil {
 		s.failUpgrade(s.candidate, "a revert takes precedence")
 	}
@@ -143,7 +145,7 @@ func (s *Supervisor) revertByRestart(g *generation, why string) {
 		s.log.Error("cannot revert: the replaced generation does not start", "gen", g.id, "err", err)
 		return
 	}
-	s.candidate.revertOf = why
+	s.candidate.revertOf, s.candidate.revertOfGen = why, g.id
 }
 
 // countRevert records a revert and enters the failed state when there were

@@ -67,6 +67,7 @@ type GenerationStatus struct {
 	Step, Steps int
 	Holding     bool
 	Aborting    string // the upgrade to it is being undone, and why
+	RevertOf    int    // it was started to revert that generation (which had no standby)
 }
 
 // InstanceStatus describes one instance of a generation.
@@ -104,7 +105,7 @@ func (s *Supervisor) status() Status {
 	for _, g := range s.gens {
 		gs := GenerationStatus{ID: g.id, State: g.state.String(), Strategy: g.strategy(), Started: g.started,
 			GaveUp: g.gaveUp, Executable: g.exe, SHA256: g.exeSHA256, Ready: g.allReady(), Share: -1,
-			ShareEstimated: !exact, Aborting: g.aborting}
+			ShareEstimated: !exact, Aborting: g.aborting, RevertOf: g.revertOfGen}
 		for _, in := range g.instances {
 			is := InstanceStatus{Index: in.index, State: in.state.String(), Restarts: in.restarts,
 				Routed: in.routed, GaveUp: in.gaveUp}

@@ -112,6 +112,7 @@ type Supervisor struct {
 	// queued behind it (queued is true when one was asked for).
 	candidateWaiters []chan<- upgradeResult
 	queued           bool
+	queuedForce      bool // one of the queued upgrades was forced
 	queuedWaiters    []chan<- upgradeResult
 	stopping         bool
 	exitErr          error
