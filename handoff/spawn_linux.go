@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -92,7 +93,25 @@ func OpenExecutable(path string) (*os.File, error) {
 type Spawner struct {
 	reqs    chan spawnReq
 	devnull int // read end for children's stdin
+
+	guardOnce sync.Once
+	guard     *guard // nil until StartGuard, or if it failed
+	guardErr  error
 }
+
+// StartGuard starts the guard (see guard_linux.go) from binary, once: from
+// then on, the process groups of the children Start starts are killed if
+// baton dies without killing them itself. Call Reaped for each child before
+// reaping it. Without a guard, a child still dies with baton, but what it
+// started in its group may not.
+func (s *Spawner) StartGuard(binary string) error {
+	s.guardOnce.Do(func() { s.guard, s.guardErr = startGuard(binary) })
+	return s.guardErr
+}
+
+// Reaped tells the guard that the child pid (and its process group) is
+// gone: call it after the group was killed, before reaping the child.
+func (s *Spawner) Reaped(pid int) { s.guard.remove(pid) }
 
 type spawnReq struct {
 	child Child
@@ -136,6 +155,7 @@ func (s *Spawner) Start(c Child) (*os.Process, error) {
 	if res.err != nil {
 		return nil, res.err
 	}
+	s.guard.add(res.pid) // the group id is the child's pid (Setpgid)
 	// The child is ours and unreaped, so its pid cannot be reused before we
 	// wait: FindProcess gets a pidfd-backed handle for it.
 	p, err := os.FindProcess(res.pid)
@@ -220,7 +240,8 @@ func withoutActivation(env []string) []string {
 	return out
 }
 
-// RunShim is the exec shim: when os.Args[1] is ShimArg it sets LISTEN_PID
+// RunShim is the exec shim, and the guard when os.Args[1] is GuardArg (see
+// guard_linux.go). As the shim, when os.Args[1] is ShimArg, it sets LISTEN_PID
 // (and WATCHDOG_PID, when WATCHDOG_USEC is set) to its own pid (which the
 // exec'd program keeps), clears the ambient
 // capabilities baton may hold, and execs the program named
@@ -233,6 +254,9 @@ func withoutActivation(env []string) []string {
 // does, as one extra open fd at 3+LISTEN_FDS: the kernel names the script
 // to it as /dev/fd/N, so the fd must outlive the exec.
 func RunShim() {
+	if len(os.Args) == 2 && os.Args[1] == GuardArg {
+		runGuard() // does not return
+	}
 	if len(os.Args) < 4 || os.Args[1] != ShimArg {
 		return
 	}

@@ -131,6 +131,7 @@ func (s *Supervisor) onExit(p *process) {
 	// same). The main process is not reaped yet, so its pid, which is the
 	// group's id, cannot have been reused by anyone else.
 	_ = syscall.Kill(-p.pid, syscall.SIGKILL) // ESRCH when nothing is left
+	s.spawner.Reaped(p.pid)                   // before the pid can be reused
 	st, werr := p.p.Wait()                    // reaps at once: it has exited
 	how := exitText(st, werr)
 	if in.proc == p {

@@ -309,6 +309,9 @@ func (s *Supervisor) setup() error {
 		return err
 	}
 	s.spawner = sp
+	if err := sp.StartGuard(s.opts.Shim); err != nil {
+		s.log.Warn("no guard: if baton is killed, what its service's processes started may outlive it", "err", err)
+	}
 	if s.notify, err = handoff.ListenNotify(); err != nil {
 		return err
 	}
