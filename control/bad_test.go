@@ -36,6 +36,7 @@ func TestBadRequests(t *testing.T) {
 	var reached atomic.Bool
 	f.promote = func(context.Context, bool) error { reached.Store(true); return nil }
 	f.abort = func(context.Context) error { reached.Store(true); return nil }
+	f.setFlag = func(context.Context, string, int, bool) error { reached.Store(true); return nil }
 	o := options(t)
 	o.RequestTimeout = 300 * time.Millisecond
 	s := startServer(t, f, o)
@@ -51,9 +52,9 @@ func TestBadRequests(t *testing.T) {
 		{"half-written", `{"version":1,"comm`, false, "incomplete request: no newline within 300ms"},
 		{"half-written then EOF", `{"version":1,"comm`, true, "incomplete request: the connection ended after 18 bytes without a newline"},
 		{"nothing then EOF", ``, true, "no request: the connection ended before any data"},
-		{"unknown field", `{"version":1,"command":"status","verbose":true}` + "\n", false, `unknown field "verbose" (want version, command, wait, timeout, all or force)`},
+		{"unknown field", `{"version":1,"command":"status","verbose":true}` + "\n", false, `unknown field "verbose" (want version, command, wait, timeout, all, force, name, percent or reset)`},
 		{"field of another case", `{"version":1,"Command":"status"}` + "\n", false, `unknown field "Command"`},
-		{"unknown command", `{"version":1,"command":"upgrde"}` + "\n", false, `unknown command "upgrde" (want status, upgrade, rollback, promote, abort or stop)`},
+		{"unknown command", `{"version":1,"command":"upgrde"}` + "\n", false, `unknown command "upgrde" (want status, upgrade, rollback, promote, abort, stop, flags or flag)`},
 		{"wrong version", `{"version":2,"command":"status"}` + "\n", false, "unsupported protocol version 2 (this baton speaks version 1)"},
 		{"trailing garbage", `{"version":1,"command":"status"} x` + "\n", false, `unexpected data after the request object: "x"`},
 		{"two requests on a line", `{"version":1,"command":"status"}{"version":1,"command":"stop"}` + "\n", false, "unexpected data after the request object"},
@@ -62,6 +63,11 @@ func TestBadRequests(t *testing.T) {
 		{"force on rollback", `{"version":1,"command":"rollback","force":true}` + "\n", false, `"force" applies to upgrade, not to rollback`},
 		{"wait on promote", `{"version":1,"command":"promote","wait":true}` + "\n", false, `"wait" applies to upgrade and rollback, not to promote`},
 		{"bad timeout", `{"version":1,"command":"upgrade","wait":true,"timeout":"soon"}` + "\n", false, `invalid timeout "soon"`},
+		{"flag out of range", `{"version":1,"command":"flag","name":"search_v2","percent":150}` + "\n", false, "percent 150 is out of range"},
+		{"flag without a value", `{"version":1,"command":"flag","name":"search_v2"}` + "\n", false, `flag needs "percent"`},
+		{"flag with both", `{"version":1,"command":"flag","name":"search_v2","percent":1,"reset":true}` + "\n", false, "not both"},
+		{"flag without a name", `{"version":1,"command":"flag","reset":true}` + "\n", false, `flag needs "name"`},
+		{"percent on status", `{"version":1,"command":"status","percent":5}` + "\n", false, `"percent" applies to flag, not to status`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: s.Path(), Net: "unix"})

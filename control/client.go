@@ -42,11 +42,11 @@ type RemoteError struct{ Message string }
 func (e *RemoteError) Error() string { return "baton answered: " + e.Message }
 
 // Do sends req to the server at socketPath and calls onResponse for each
-// "status", "event" and "result" line of the answer. An "error" line ends
-// it with a *RemoteError; an error from onResponse ends it with that error.
-// ctx bounds the whole exchange. Other errors say what failed: connecting
-// (a *ConnectError), sending, reading, or an answer that is not the
-// protocol's or ends before its last line.
+// "status", "flags", "event" and "result" line of the answer. An "error"
+// line ends it with a *RemoteError; an error from onResponse ends it with
+// that error. ctx bounds the whole exchange. Other errors say what failed:
+// connecting (a *ConnectError), sending, reading, or an answer that is not
+// the protocol's or ends before its last line.
 func Do(ctx context.Context, socketPath string, req Request, onResponse func(Response) error) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", socketPath)
@@ -90,7 +90,7 @@ func Do(ctx context.Context, socketPath string, req Request, onResponse func(Res
 		switch r.Type {
 		case TypeError:
 			return &RemoteError{Message: r.Error}
-		case TypeStatus, TypeResult:
+		case TypeStatus, TypeResult, TypeFlags:
 			if err := onResponse(r); err != nil {
 				return err
 			}

@@ -62,6 +62,7 @@ func newGenerationJSON(g supervisor.GenerationStatus) GenerationJSON {
 		Steps:          g.Steps,
 		Holding:        g.Holding,
 		Aborting:       g.Aborting,
+		RevertOf:       g.RevertOf,
 	}
 	gj.PIDs = append(gj.PIDs, g.PIDs...)
 	if g.Share >= 0 {
@@ -100,7 +101,26 @@ func NewEventJSON(ev supervisor.Event) *EventJSON {
 		Step:       ev.Step,
 		Steps:      ev.Steps,
 		Aborted:    ev.Aborted,
+		Flag:       ev.Flag,
+		Cause:      ev.Cause,
+		Outcome:    ev.Outcome,
+		RevertOf:   ev.RevertOf,
 	}
+}
+
+// NewFlagsJSON is the protocol's form of the flags, their version and the
+// flags file.
+func NewFlagsJSON(flags []supervisor.FlagStatus, version int64, file string) *FlagsJSON {
+	j := &FlagsJSON{Version: version, File: file, Flags: []FlagJSON{}}
+	for _, f := range flags {
+		j.Flags = append(j.Flags, newFlagJSON(f))
+	}
+	return j
+}
+
+func newFlagJSON(f supervisor.FlagStatus) FlagJSON {
+	return FlagJSON{Name: f.Name, Percent: f.Percent, Default: f.Default, Set: f.Set, Description: f.Description,
+		OffOn: f.OffOn, Changed: timeJSON(f.Changed), By: f.By}
 }
 
 // timeJSON formats t for the protocol; the zero time (never set) is "".

@@ -3,8 +3,9 @@
 //
 // A client writes one JSON object and a newline; the server answers with one
 // or more JSON lines and closes the connection. The last line is always a
-// "status", "result" or "error" response; "event" lines come before it only
-// while an upgrade or rollback is waited for. PROTOCOL.md is the reference.
+// "status", "flags", "result" or "error" response; "event" lines come
+// before it only while an upgrade or rollback is waited for. PROTOCOL.md is
+// the reference.
 //
 // The invariant the server keeps: a request can only reach the supervisor
 // once the peer's credentials have been checked and the whole request has

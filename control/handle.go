@@ -3,6 +3,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -47,11 +48,16 @@ func (s *Server) handle(c *net.UnixConn, b Backend) {
 	}
 	_ = c.SetReadDeadline(time.Time{}) // fails only if c is closed
 	lvl := slog.LevelInfo
-	if req.Command == CommandStatus {
+	args := []any{"command", req.Command, "wait", req.Wait, "all", req.All, "force", req.Force, "uid", p.uid, "pid", p.pid}
+	switch {
+	case req.Command == CommandStatus, req.Command == CommandFlags: // they change nothing
 		lvl = slog.LevelDebug
+	case req.Command == CommandFlag && req.Reset:
+		args = append(args, "flag", req.Name, "reset", true)
+	case req.Command == CommandFlag:
+		args = append(args, "flag", req.Name, "percent", *req.Percent)
 	}
-	s.log.Log(s.ctx, lvl, "control request", "command", req.Command, "wait", req.Wait, "all", req.All, "force", req.Force,
-		"uid", p.uid, "pid", p.pid)
+	s.log.Log(s.ctx, lvl, "control request", args...)
 
 	switch req.Command {
 	case CommandStatus:
@@ -89,6 +95,10 @@ func (s *Server) handle(c *net.UnixConn, b Backend) {
 		w.write(Response{Type: TypeResult, Result: &ResultJSON{OK: true}})
 	case CommandPromote, CommandAbort:
 		s.gradual(w, b, req)
+	case CommandFlags:
+		s.flags(w, b)
+	case CommandFlag:
+		s.flag(w, b, req)
 	case CommandStop:
 		// Answer first: the client learns its request was taken before
 		// baton starts going away.
@@ -131,15 +141,23 @@ func (s *Server) gradual(w *writer, b Backend, req Request) {
 	} else {
 		err = b.Abort(ctx)
 	}
+	s.decided(ctx, w, req.Command, err, &ResultJSON{OK: true})
+}
+
+// decided answers a command the supervisor decides at once: ok when err is
+// nil; a result with the supervisor's reason when it refused; an error
+// when it did not answer within ctx, since the client cannot tell then
+// whether it was done.
+func (s *Server) decided(ctx context.Context, w *writer, command string, err error, ok *ResultJSON) {
 	switch {
 	case err == nil:
-		_ = w.write(Response{Type: TypeResult, Result: &ResultJSON{OK: true}}) // the client may be gone
+		_ = w.write(Response{Type: TypeResult, Result: ok}) // the client may be gone
 	case s.ctx.Err() != nil:
-		w.error(req.Command + ": baton's control socket is closing")
+		w.error(command + ": baton's control socket is closing")
 	case ctx.Err() != nil:
-		w.error(fmt.Sprintf("%s: no answer from the supervisor within %s", req.Command, s.opts.RequestTimeout))
+		w.error(fmt.Sprintf("%s: no answer from the supervisor within %s", command, s.opts.RequestTimeout))
 	default:
-		s.log.Info("control: "+req.Command+" not done", "reason", err)
+		s.log.Info("control: "+command+" not done", "reason", err)
 		_ = w.write(Response{Type: TypeResult, Result: &ResultJSON{Reason: err.Error()}}) // the client may be gone
 	}
 }
@@ -157,13 +175,17 @@ func (w *writer) write(r Response) error {
 		return w.err
 	}
 	r.Version = ProtocolVersion
-	line, err := json.Marshal(r)
-	if err != nil {
+	// Reasons hold "->", "<=" and "> ": written as they are, not as
+	// \u003e, so that a person reading the socket with socat reads them.
+	var line bytes.Buffer
+	enc := json.NewEncoder(&line)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil { // the newline included
 		w.err = err
 		return err // cannot happen: the types marshal
 	}
 	_ = w.c.SetWriteDeadline(time.Now().Add(w.timeout)) // fails only if c is closed
-	_, w.err = w.c.Write(append(line, '\n'))
+	_, w.err = w.c.Write(line.Bytes())
 	return w.err
 }
 

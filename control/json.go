@@ -135,6 +135,11 @@ type GenerationJSON struct {
 	// Aborting says why the upgrade to this generation is being undone
 	// (a failure, or `baton abort`); "" when it is not.
 	Aborting string `json:"aborting"`
+	// RevertOf is the generation this one was started to revert: a
+	// generation reverted during its probation without a standby keeps
+	// serving until the one it replaced, started again from its pinned
+	// config and executable as this generation, is ready. 0 otherwise.
+	RevertOf int `json:"revert_of"`
 }
 
 // InstanceJSON is one instance of a generation: one process, restarted
@@ -194,8 +199,10 @@ type EventJSON struct {
 	// rollback.
 	Rollback bool `json:"rollback"`
 	// Reason says why (failed, stopping, crashed, gave-up, unhealthy,
-	// reverted, failed-state) or, for analysis, the measurement's outcome
-	// ("pass", "fail" or "inconclusive") followed by ": " and its figures.
+	// reverted, failed-state); for analysis, the measurement's outcome
+	// ("pass", "fail" or "inconclusive") followed by ": " and its figures;
+	// for flag, the change: "search_v2: 0% -> 10% (operator)". Meant for
+	// people: Cause, Outcome and Flag say the same for programs.
 	Reason string `json:"reason"`
 	// DurationMS is, in milliseconds, the time to ready (ready), the time
 	// since the generation was replaced (retired), the step's pause
@@ -203,8 +210,10 @@ type EventJSON struct {
 	// of a rolling update), or the probation passed (confirmed); 0
 	// otherwise.
 	DurationMS int64 `json:"duration_ms"`
-	// Weight (step only) is the percent of new connections the candidate
-	// is to get from now on; 0 for the other kinds.
+	// Weight is, for step, the percent of new connections the candidate
+	// is to get from now on, and for flag, the flag's new value (0 off,
+	// 100 on, else the percent of keys it is on for); 0 for the other
+	// kinds.
 	Weight int `json:"weight"`
 	// Step and Steps (step, canary only) are the canary step begun, from
 	// 1, and how many its config has; 0 for a rolling update's steps and
@@ -214,4 +223,55 @@ type EventJSON struct {
 	// Aborted (failed only) is true when the upgrade was undone by `baton
 	// abort`, not by a failure.
 	Aborted bool `json:"aborted"`
+	// Flag (flag only) is the feature flag that changed; "" otherwise.
+	Flag string `json:"flag"`
+	// Cause (reverted only) is what reverted the generation: "crash",
+	// "liveness" (a health check or the watchdog), "analysis", "rollback"
+	// or "abort"; more may be added. "" otherwise.
+	Cause string `json:"cause"`
+	// Outcome (analysis only) is the measurement's outcome: "pass", "fail"
+	// or "inconclusive"; "" otherwise.
+	Outcome string `json:"outcome"`
+	// RevertOf (promoted only) is the generation whose revert this
+	// promotion completes (it had no standby: the generation it replaced
+	// was started again); 0 otherwise.
+	RevertOf int `json:"revert_of"`
+}
+
+// FlagsJSON is the answer to flags: the feature flags baton serves to the
+// service's processes.
+type FlagsJSON struct {
+	// Version is the flags file's version, one higher at every change; 0
+	// when the config declares no flag (no file is written).
+	Version int64 `json:"version"`
+	// File is the flags file the processes read (its path is in their
+	// BATON_FLAGS_FILE).
+	File string `json:"file"`
+	// Flags are the declared flags, by name; an empty array when none is.
+	Flags []FlagJSON `json:"flags"`
+}
+
+// FlagJSON is one feature flag.
+type FlagJSON struct {
+	// Name is the flag's name, as [flags] declares it.
+	Name string `json:"name"`
+	// Percent is its value: 0 (off), 100 (on), or the percent of keys it
+	// is on for.
+	Percent int `json:"percent"`
+	// Default is the value the config gives it.
+	Default int `json:"default"`
+	// Set is true when its value was set (by `baton flag set`, or turned
+	// off by its analysis) and is kept across restarts of baton and new
+	// configs until `baton flag reset`; false when it follows the config.
+	Set bool `json:"set"`
+	// Description is the config's description, or "".
+	Description string `json:"description"`
+	// OffOn is "analysis" when a failed analysis of the serving generation
+	// turns the flag off while it is on; "" otherwise.
+	OffOn string `json:"off_on"`
+	// Changed is when its value last changed (or baton started), RFC 3339
+	// with fractional seconds.
+	Changed string `json:"changed"`
+	// By is who changed it last: "config", "operator" or "analysis".
+	By string `json:"by"`
 }

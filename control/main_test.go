@@ -94,9 +94,12 @@ type fakeBackend struct {
 	upgrade  func(ctx context.Context) (int, error) // nil: return 0, nil
 	force    func(ctx context.Context) (int, error) // ForceUpgrade; nil: return 0, nil
 	rollback func(ctx context.Context) (int, error)
-	promote  func(ctx context.Context, all bool) error // nil: return nil
-	abort    func(ctx context.Context) error           // nil: return nil
-	stopped  chan struct{}                             // gets one value per Stop
+	promote  func(ctx context.Context, all bool) error                             // nil: return nil
+	abort    func(ctx context.Context) error                                       // nil: return nil
+	setFlag  func(ctx context.Context, name string, percent int, reset bool) error // SetFlag and ResetFlag; nil: return nil
+	flags    []supervisor.FlagStatus                                               // what Flags answers, with version 7
+	flagsErr error                                                                 // what Flags fails with; nil: it answers flags
+	stopped  chan struct{}                                                         // gets one value per Stop
 
 	mu   sync.Mutex
 	subs map[chan supervisor.Event]struct{}
@@ -158,6 +161,27 @@ func (f *fakeBackend) Abort(ctx context.Context) error {
 		return nil
 	}
 	return f.abort(ctx)
+}
+
+func (f *fakeBackend) Flags(ctx context.Context) ([]supervisor.FlagStatus, int64, string, error) {
+	if f.flagsErr != nil {
+		return nil, 0, "", f.flagsErr
+	}
+	return f.flags, 7, "/run/baton/web.flags.json", nil
+}
+
+func (f *fakeBackend) SetFlag(ctx context.Context, name string, percent int) error {
+	if f.setFlag == nil {
+		return nil
+	}
+	return f.setFlag(ctx, name, percent, false)
+}
+
+func (f *fakeBackend) ResetFlag(ctx context.Context, name string) error {
+	if f.setFlag == nil {
+		return nil
+	}
+	return f.setFlag(ctx, name, 0, true)
 }
 
 func (f *fakeBackend) Stop() { f.stopped <- struct{}{} }

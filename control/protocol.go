@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -25,6 +26,9 @@ const (
 	DefaultWaitTimeout = 10 * time.Minute
 	// MaxWaitTimeout is the longest timeout a request may ask for.
 	MaxWaitTimeout = 24 * time.Hour
+	// MaxFlagName bounds a feature flag's name, as [flags] in the config
+	// does.
+	MaxFlagName = 64
 )
 
 // Commands.
@@ -35,6 +39,8 @@ const (
 	CommandPromote  = "promote"  // move the canary in progress to its next step now ("all": to 100%)
 	CommandAbort    = "abort"    // undo the upgrade in progress, at whatever step it is
 	CommandStop     = "stop"     // drain and exit, as SIGTERM does
+	CommandFlags    = "flags"    // list the feature flags: a "flags" response
+	CommandFlag     = "flag"     // set a feature flag ("name", "percent") or return it to its default ("name", "reset")
 )
 
 // Response types.
@@ -43,6 +49,7 @@ const (
 	TypeEvent  = "event"  // Event is set; more lines follow
 	TypeResult = "result" // Result is set; the last line
 	TypeError  = "error"  // Error is set; the last line
+	TypeFlags  = "flags"  // Flags is set; the last line
 )
 
 // Request is the one line a client sends.
@@ -50,7 +57,8 @@ type Request struct {
 	// Version must be ProtocolVersion.
 	Version int `json:"version"`
 	// Command is CommandStatus, CommandUpgrade, CommandRollback,
-	// CommandPromote, CommandAbort or CommandStop.
+	// CommandPromote, CommandAbort, CommandStop, CommandFlags or
+	// CommandFlag.
 	Command string `json:"command"`
 	// Wait (upgrade and rollback only) streams the upgrade's events and
 	// answers its outcome; without it the answer only says it was started.
@@ -64,6 +72,15 @@ type Request struct {
 	// Force (upgrade only) upgrades even in the failed state, which it
 	// ends; without it an upgrade in the failed state is refused.
 	Force bool `json:"force,omitempty"`
+	// Name (flag only) is the feature flag to change, as [flags] declares
+	// it: 1 to MaxFlagName letters, digits, '_', '-' or '.'.
+	Name string `json:"name,omitempty"`
+	// Percent (flag only) is the flag's new value: 0 (off), 100 (on), or
+	// the percent of keys it is on for. A pointer, so that 0 is sent.
+	// Exactly one of Percent and Reset is given.
+	Percent *int `json:"percent,omitempty"`
+	// Reset (flag only) returns the flag to its config's default.
+	Reset bool `json:"reset,omitempty"`
 }
 
 // WaitTimeout is the request's Timeout, or DefaultWaitTimeout. Call it on a
@@ -88,20 +105,24 @@ type Response struct {
 	Status *StatusJSON `json:"status,omitempty"`
 	// Event is one step of a generation's life, while a wait goes on.
 	Event *EventJSON `json:"event,omitempty"`
-	// Result is the outcome of upgrade, rollback, promote, abort and stop.
+	// Result is the outcome of upgrade, rollback, promote, abort, stop and
+	// flag.
 	Result *ResultJSON `json:"result,omitempty"`
+	// Flags are the feature flags, for the flags command.
+	Flags *FlagsJSON `json:"flags,omitempty"`
 
 	// Raw is the line as received, set by Do, so that a client can pass on
 	// fields newer than itself.
 	Raw json.RawMessage `json:"-"`
 }
 
-// ResultJSON is the outcome of upgrade, rollback, promote, abort and stop.
+// ResultJSON is the outcome of upgrade, rollback, promote, abort, stop and
+// flag.
 type ResultJSON struct {
 	// OK is true when the command did what it was asked: stop and upgrade or
 	// rollback without wait were started; with wait, the new generation
 	// was promoted; promote moved the canary on, abort began undoing the
-	// upgrade.
+	// upgrade; flag changed the flag.
 	OK bool `json:"ok"`
 	// Generation is the promoted generation's id after a wait; 0 when the
 	// command was only started, and when OK is false.
@@ -111,6 +132,9 @@ type ResultJSON struct {
 	// promote or abort"); with OK true it may carry a note, e.g. that the
 	// wait for the replaced generation to retire timed out.
 	Reason string `json:"reason,omitempty"`
+	// Flag (flag, when OK) is the flag as it is after the change; absent
+	// when it could not be read back, and for the other commands.
+	Flag *FlagJSON `json:"flag,omitempty"`
 }
 
 // DecodeRequest reads one request line (at most MaxRequestBytes, up to and
@@ -195,8 +219,14 @@ func parseRequest(line []byte) (Request, error) {
 			dst, want = &req.All, "true or false"
 		case "force":
 			dst, want = &req.Force, "true or false"
+		case "name":
+			dst, want = &req.Name, "a string (a flag's name)"
+		case "percent":
+			dst, want = &req.Percent, "a whole number from 0 to 100"
+		case "reset":
+			dst, want = &req.Reset, "true or false"
 		default:
-			return req, fmt.Errorf("unknown field %q (want version, command, wait, timeout, all or force)", key)
+			return req, fmt.Errorf("unknown field %q (want version, command, wait, timeout, all, force, name, percent or reset)", key)
 		}
 		if bytes.Equal(raw, []byte("null")) || json.Unmarshal(raw, dst) != nil {
 			return req, fmt.Errorf("field %q must be %s, not %s", key, want, raw)
@@ -219,6 +249,9 @@ func parseRequest(line []byte) (Request, error) {
 	if seen["timeout"] && req.Timeout == "" {
 		return req, errors.New(`field "timeout" is empty: leave it out for the default`)
 	}
+	if seen["name"] && req.Name == "" {
+		return req, errors.New(`field "name" is empty: give the flag's name`)
+	}
 	return req, nil
 }
 
@@ -228,7 +261,7 @@ func (r Request) check() error {
 		return fmt.Errorf("unsupported protocol version %d (this baton speaks version %d)", r.Version, ProtocolVersion)
 	}
 	switch r.Command {
-	case CommandStatus, CommandStop, CommandPromote, CommandAbort:
+	case CommandStatus, CommandStop, CommandPromote, CommandAbort, CommandFlags, CommandFlag:
 		if r.Wait {
 			return fmt.Errorf(`"wait" applies to upgrade and rollback, not to %s`, r.Command)
 		}
@@ -250,7 +283,7 @@ func (r Request) check() error {
 			return fmt.Errorf("timeout %s is out of range (want more than 0, at most %s)", d, MaxWaitTimeout)
 		}
 	default:
-		return fmt.Errorf("unknown command %q (want status, upgrade, rollback, promote, abort or stop)", r.Command)
+		return fmt.Errorf("unknown command %q (want status, upgrade, rollback, promote, abort, stop, flags or flag)", r.Command)
 	}
 	if r.All && r.Command != CommandPromote {
 		return fmt.Errorf(`"all" applies to promote, not to %s`, r.Command)
@@ -258,8 +291,42 @@ func (r Request) check() error {
 	if r.Force && r.Command != CommandUpgrade {
 		return fmt.Errorf(`"force" applies to upgrade, not to %s`, r.Command)
 	}
+	if r.Command == CommandFlag {
+		return r.checkFlag()
+	}
+	for _, f := range []struct {
+		field string
+		given bool
+	}{{"name", r.Name != ""}, {"percent", r.Percent != nil}, {"reset", r.Reset}} {
+		if f.given {
+			return fmt.Errorf("%q applies to flag, not to %s", f.field, r.Command)
+		}
+	}
 	return nil
 }
+
+// checkFlag validates a flag request: a name [flags] could declare, and
+// either a percent or a reset.
+func (r Request) checkFlag() error {
+	switch {
+	case r.Name == "":
+		return errors.New(`flag needs "name": the flag to change`)
+	case len(r.Name) > MaxFlagName:
+		return fmt.Errorf("flag name %s is %d bytes long; a flag's name is at most %d", quoteStart([]byte(r.Name)), len(r.Name), MaxFlagName)
+	case strings.Trim(r.Name, flagNameChars) != "":
+		return fmt.Errorf("invalid flag name %q: a flag's name is letters, digits, '_', '-' or '.'", r.Name)
+	case r.Percent != nil && r.Reset:
+		return errors.New(`flag takes "percent" or "reset": true, not both`)
+	case r.Percent == nil && !r.Reset:
+		return errors.New(`flag needs "percent" (0 off, 100 on, or the percent of keys) or "reset": true`)
+	case r.Percent != nil && (*r.Percent < 0 || *r.Percent > 100):
+		return fmt.Errorf("percent %d is out of range (want 0 (off) to 100 (on))", *r.Percent)
+	}
+	return nil
+}
+
+// flagNameChars are the characters of a flag's name, as [flags] allows.
+const flagNameChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
 
 // quoteStart quotes the start of b for an error message.
 func quoteStart(b []byte) string {

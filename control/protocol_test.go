@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -27,9 +28,18 @@ func TestDecodeRequest(t *testing.T) {
 			`{"version":1,"command":"rollback","force":false}` + "\n":                          {Version: 1, Command: "rollback"},
 			`{"version":1,"command":"abort","all":false}` + "\n":                               {Version: 1, Command: "abort"},
 			`{"version":1,"command":"abort"}` + "\n":                                           {Version: 1, Command: "abort"},
+			`{"version":1,"command":"flags"}` + "\n":                                           {Version: 1, Command: "flags"},
+			`{"version":1,"command":"flag","name":"search_v2","percent":10}` + "\n":            {Version: 1, Command: "flag", Name: "search_v2", Percent: ptr(10)},
+			`{"version":1,"command":"flag","name":"search_v2","percent":0}` + "\n":             {Version: 1, Command: "flag", Name: "search_v2", Percent: ptr(0)},
+			`{"version":1,"command":"flag","name":"a.b-C_9","percent":100}` + "\n":             {Version: 1, Command: "flag", Name: "a.b-C_9", Percent: ptr(100)},
+			`{"version":1,"command":"flag","name":"search_v2","reset":true}` + "\n":            {Version: 1, Command: "flag", Name: "search_v2", Reset: true},
+			`{"version":1,"command":"flag","name":"x","percent":5,"reset":false}` + "\n":       {Version: 1, Command: "flag", Name: "x", Percent: ptr(5)},
+			`{"version":1,"command":"flag","name":"` + strings.Repeat("x", MaxFlagName) + `","reset":true}` + "\n": {
+				Version: 1, Command: "flag", Name: strings.Repeat("x", MaxFlagName), Reset: true},
+			`{"version":1,"command":"status","reset":false}` + "\n": {Version: 1, Command: "status"},
 		} {
 			got, err := DecodeRequest(strings.NewReader(in))
-			if err != nil || got != want {
+			if err != nil || !reflect.DeepEqual(got, want) {
 				t.Errorf("%q: got %+v, %v; want %+v", in, got, err, want)
 			}
 		}
@@ -53,7 +63,7 @@ func TestDecodeRequest(t *testing.T) {
 			`{"version":1,"command":"status","command":"stop"}` + "\n":                       `field "command" given twice`,
 			`{"version":0,"command":"status"}` + "\n":                                        "unsupported protocol version 0",
 			`{"version":1,"command":""}` + "\n":                                              `unknown command ""`,
-			`{"version":1,"command":"STATUS"}` + "\n":                                        `unknown command "STATUS" (want status, upgrade, rollback, promote, abort or stop)`,
+			`{"version":1,"command":"STATUS"}` + "\n":                                        `unknown command "STATUS" (want status, upgrade, rollback, promote, abort, stop, flags or flag)`,
 			`{"version":1,"command":"promote","all":"yes"}` + "\n":                           `field "all" must be true or false, not "yes"`,
 			`{"version":1,"command":"abort","all":true}` + "\n":                              `"all" applies to promote, not to abort`,
 			`{"version":1,"command":"upgrade","all":true}` + "\n":                            `"all" applies to promote, not to upgrade`,
@@ -75,6 +85,35 @@ func TestDecodeRequest(t *testing.T) {
 			`{"version":1,"command":"upgrade","wait":true,"timeout":"25h"}` + "\n":           "timeout 25h0m0s is out of range",
 			`{"version":1,"command":"upgrade","wait":true,"timeout":"10"}` + "\n":            `invalid timeout "10"`,
 			strings.Repeat(" ", MaxRequestBytes) + `{"version":1,"command":"status"}` + "\n": "request is longer than 65536 bytes",
+
+			// Feature flags.
+			`{"version":1,"command":"flag","percent":10}` + "\n":                                                     `flag needs "name": the flag to change`,
+			`{"version":1,"command":"flag","name":"","percent":10}` + "\n":                                           `field "name" is empty`,
+			`{"version":1,"command":"flag","name":"search_v2"}` + "\n":                                               `flag needs "percent" (0 off, 100 on, or the percent of keys) or "reset": true`,
+			`{"version":1,"command":"flag","name":"search_v2","reset":false}` + "\n":                                 `flag needs "percent"`,
+			`{"version":1,"command":"flag","name":"search_v2","percent":10,"reset":true}` + "\n":                     `flag takes "percent" or "reset": true, not both`,
+			`{"version":1,"command":"flag","name":"search_v2","percent":101}` + "\n":                                 "percent 101 is out of range (want 0 (off) to 100 (on))",
+			`{"version":1,"command":"flag","name":"search_v2","percent":-1}` + "\n":                                  "percent -1 is out of range",
+			`{"version":1,"command":"flag","name":"search_v2","percent":10.5}` + "\n":                                `field "percent" must be a whole number from 0 to 100, not 10.5`,
+			`{"version":1,"command":"flag","name":"search_v2","percent":"10%"}` + "\n":                               `field "percent" must be a whole number from 0 to 100, not "10%"`,
+			`{"version":1,"command":"flag","name":"search_v2","percent":null}` + "\n":                                `field "percent" must be a whole number from 0 to 100, not null`,
+			`{"version":1,"command":"flag","name":"search_v2","percent":1e2}` + "\n":                                 `field "percent" must be a whole number from 0 to 100, not 1e2`,
+			`{"version":1,"command":"flag","name":"search_v2","percent":99999999999999999999}` + "\n":                `field "percent" must be a whole number`,
+			`{"version":1,"command":"flag","name":"search_v2","reset":"yes"}` + "\n":                                 `field "reset" must be true or false, not "yes"`,
+			`{"version":1,"command":"flag","name":7,"reset":true}` + "\n":                                            `field "name" must be a string (a flag's name), not 7`,
+			`{"version":1,"command":"flag","name":"search v2","reset":true}` + "\n":                                  `invalid flag name "search v2": a flag's name is letters, digits, '_', '-' or '.'`,
+			`{"version":1,"command":"flag","name":"a\nb","reset":true}` + "\n":                                       `invalid flag name "a\nb"`,
+			`{"version":1,"command":"flag","name":"` + strings.Repeat("x", MaxFlagName+1) + `","reset":true}` + "\n": "is 65 bytes long; a flag's name is at most 64",
+			`{"version":1,"command":"flag","name":"x","percent":1,"wait":true}` + "\n":                               `"wait" applies to upgrade and rollback, not to flag`,
+			`{"version":1,"command":"flag","name":"x","percent":1,"all":true}` + "\n":                                `"all" applies to promote, not to flag`,
+			`{"version":1,"command":"flag","name":"x","percent":1,"force":true}` + "\n":                              `"force" applies to upgrade, not to flag`,
+			`{"version":1,"command":"flags","name":"search_v2"}` + "\n":                                              `"name" applies to flag, not to flags`,
+			`{"version":1,"command":"flags","timeout":"1s"}` + "\n":                                                  `"timeout" applies to upgrade and rollback, not to flags`,
+			`{"version":1,"command":"status","percent":10}` + "\n":                                                   `"percent" applies to flag, not to status`,
+			`{"version":1,"command":"upgrade","reset":true}` + "\n":                                                  `"reset" applies to flag, not to upgrade`,
+			`{"version":1,"command":"promote","name":"x","percent":0}` + "\n":                                        `"name" applies to flag, not to promote`,
+			`{"version":1,"command":"flag","name":"x","percent":1,"percent":2}` + "\n":                               `field "percent" given twice`,
+			`{"version":1,"command":"Flag","name":"x","reset":true}` + "\n":                                          `unknown command "Flag"`,
 		} {
 			_, err := DecodeRequest(strings.NewReader(in))
 			if err == nil || !strings.Contains(err.Error(), want) {
@@ -95,6 +134,8 @@ func TestDecodeRequest(t *testing.T) {
 	})
 }
 
+func ptr(n int) *int { return &n }
+
 func TestRequestWaitTimeout(t *testing.T) {
 	if d := (Request{Timeout: "90s"}).WaitTimeout(); d != 90*time.Second {
 		t.Errorf("90s: %s", d)
@@ -108,6 +149,9 @@ func TestRequestWaitTimeout(t *testing.T) {
 // the checks and survives a round trip through the client's encoding.
 func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"version":1,"command":"status"}` + "\n"))
+	f.Add([]byte(`{"version":1,"command":"flags"}` + "\n"))
+	f.Add([]byte(`{"version":1,"command":"flag","name":"search_v2","percent":10}` + "\n"))
+	f.Add([]byte(`{"version":1,"command":"flag","name":"search_v2","reset":true}` + "\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		req, err := DecodeRequest(bytes.NewReader(in))
 		if err != nil {
@@ -129,8 +173,17 @@ func FuzzDecodeRequest(f *testing.F) {
 		if req.Force && req.Command != CommandUpgrade {
 			t.Fatalf("accepted force on %s", req.Command)
 		}
+		if req.Command == CommandFlag {
+			p := req.Percent
+			if req.Name == "" || len(req.Name) > MaxFlagName || strings.Trim(req.Name, flagNameChars) != "" ||
+				(p == nil) == !req.Reset || (p != nil && (*p < 0 || *p > 100)) {
+				t.Fatalf("accepted flag request %+v (percent %v)", req, p)
+			}
+		} else if req.Name != "" || req.Percent != nil || req.Reset {
+			t.Fatalf("accepted name, percent or reset on %s", req.Command)
+		}
 		switch req.Command {
-		case CommandStatus, CommandStop, CommandPromote, CommandAbort:
+		case CommandStatus, CommandStop, CommandPromote, CommandAbort, CommandFlags, CommandFlag:
 			if req.Wait || req.Timeout != "" {
 				t.Fatalf("accepted wait or timeout on %s: %+v", req.Command, req)
 			}
@@ -149,7 +202,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			t.Fatal(err)
 		}
 		again, err := DecodeRequest(bytes.NewReader(append(line, '\n')))
-		if err != nil || again != req {
+		if err != nil || !reflect.DeepEqual(again, req) {
 			t.Fatalf("round trip of %+v: %+v, %v", req, again, err)
 		}
 	})

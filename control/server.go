@@ -21,9 +21,14 @@ import (
 // Backend is what the server drives; *supervisor.Supervisor satisfies it.
 // Upgrade, ForceUpgrade, Rollback, Promote and Abort must return once ctx
 // is done, even if the upgrade goes on. Upgrade refuses in the failed state
-// with an error wrapping supervisor.ErrFailedState; ForceUpgrade does not. An error of Promote or Abort that is not ctx's
-// says why there was nothing to do (wrapping supervisor.ErrNoCanary when no
-// upgrade is in progress); the client gets it as a result, not an error.
+// with an error wrapping supervisor.ErrFailedState; ForceUpgrade does not.
+// An error of Promote or Abort that is not ctx's says why there was nothing
+// to do (wrapping supervisor.ErrNoCanary when no upgrade is in progress);
+// so does one of SetFlag or ResetFlag why the flag was not changed
+// (wrapping supervisor.ErrUnknownFlag for a flag the config does not
+// declare, naming those it does). The client gets those as a result, not
+// an error. Flags answers the flags by name, the flags file's version and
+// its path.
 type Backend interface {
 	Status(ctx context.Context) (supervisor.Status, error)
 	Upgrade(ctx context.Context) (int, error)
@@ -31,6 +36,9 @@ type Backend interface {
 	Rollback(ctx context.Context) (int, error)
 	Promote(ctx context.Context, all bool) error
 	Abort(ctx context.Context) error
+	Flags(ctx context.Context) ([]supervisor.FlagStatus, int64, string, error)
+	SetFlag(ctx context.Context, name string, percent int) error
+	ResetFlag(ctx context.Context, name string) error
 	Subscribe(buffer int) (<-chan supervisor.Event, func())
 	Stop()
 }

@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -61,6 +62,7 @@ func helperChild() int {
 // whatever the test sends.
 type fakeSource struct {
 	status func(context.Context) (supervisor.Status, error)
+	flags  func(context.Context) ([]supervisor.FlagStatus, error) // nil: no answer (an error)
 	events chan supervisor.Event
 
 	// Set by Subscribe (called from New, before any goroutine starts).
@@ -76,6 +78,14 @@ func newFakeSource(status func(context.Context) (supervisor.Status, error)) *fak
 }
 
 func (f *fakeSource) Status(ctx context.Context) (supervisor.Status, error) { return f.status(ctx) }
+
+func (f *fakeSource) Flags(ctx context.Context) ([]supervisor.FlagStatus, int64, string, error) {
+	if f.flags == nil {
+		return nil, 0, "", errors.New("no flags in this test")
+	}
+	flags, err := f.flags(ctx)
+	return flags, 3, "/run/baton/web.flags.json", err
+}
 
 func (f *fakeSource) Subscribe(buffer int) (<-chan supervisor.Event, func()) {
 	f.buffer = buffer

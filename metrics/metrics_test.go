@@ -35,7 +35,12 @@ func noStatus(context.Context) (supervisor.Status, error) {
 // counted them all and ended its subscription.
 func runEvents(t *testing.T, evs ...supervisor.Event) *Metrics {
 	t.Helper()
-	src := newFakeSource(noStatus)
+	return runSource(t, newFakeSource(noStatus), evs...)
+}
+
+// runSource is runEvents with the source given.
+func runSource(t *testing.T, src *fakeSource, evs ...supervisor.Event) *Metrics {
+	t.Helper()
 	m := New(src)
 	if src.buffer < 64 {
 		t.Errorf("subscribed with a buffer of %d; a burst of events would be lost", src.buffer)
@@ -80,13 +85,15 @@ func TestRunCounts(t *testing.T) {
 		return with(ev(supervisor.EventRetired, gen), func(e *supervisor.Event) { e.Duration, e.PID = d, 0 })
 	}
 
-	reverted := func(gen, back int) supervisor.Event {
+	reverted := func(gen, back int, cause string) supervisor.Event {
 		return with(ev(supervisor.EventReverted, gen), func(e *supervisor.Event) {
-			e.Replaces, e.Reason = back, "instance 0 crashed during probation: exit status 2"
+			e.Replaces, e.Reason, e.Cause = back, "instance 0 crashed during probation: exit status 2", cause
 		})
 	}
-	analysis := func(gen int, reason string) supervisor.Event {
-		return with(ev(supervisor.EventAnalysis, gen), func(e *supervisor.Event) { e.Reason, e.PID = reason, 0 })
+	// The reason says the outcome too, for people: the count goes by the
+	// Outcome field.
+	analysis := func(gen int, outcome, reason string) supervisor.Event {
+		return with(ev(supervisor.EventAnalysis, gen), func(e *supervisor.Event) { e.Outcome, e.Reason, e.PID = outcome, reason, 0 })
 	}
 
 	type want struct {
@@ -134,29 +141,31 @@ func TestRunCounts(t *testing.T) {
 		}, want{aborted: 1, steps: 1}},
 		{"canary aborted by its analysis", []supervisor.Event{
 			with(ev(supervisor.EventStep, 2), func(e *supervisor.Event) { e.Weight, e.Step, e.Steps = 10, 1, 2 }),
-			analysis(2, "fail: error_ratio: error ratio 0.2 > 0.012"),
+			analysis(2, "fail", "fail: error_ratio: error ratio 0.2 > 0.012"),
 			with(ev(supervisor.EventFailed, 2), func(e *supervisor.Event) { e.Reason = "analysis failed: 1 of 1 measurements failed" }),
 		}, want{failed: 1, steps: 1, fail: 1}},
 
 		// Probation.
 		{"probation passed", []supervisor.Event{
 			ready(2, time.Second), promoted(2, 1, false),
-			analysis(2, "pass: error_ratio: error ratio 0 <= 0.01"),
-			analysis(2, "inconclusive: error_ratio: error ratio inconclusive: 12 requests < min_requests 100"),
-			analysis(2, "a-newer-outcome: figures"),
+			analysis(2, "pass", "pass: error_ratio: error ratio 0 <= 0.01"),
+			analysis(2, "inconclusive", "inconclusive: error_ratio: error ratio inconclusive: 12 requests < min_requests 100"),
+			analysis(2, "a-newer-outcome", "a-newer-outcome: figures"),
+			analysis(2, "", "pass: an outcome in the reason only is not counted"),
 			with(ev(supervisor.EventConfirmed, 2), func(e *supervisor.Event) { e.Duration = time.Minute }),
 			retired(1, time.Minute),
 		}, want{promoted: 1, pass: 1, inconclusive: 1, readyCount: 1, readySum: 1, drainCount: 1, drainSum: 60}},
 		{"reverted to the standby", []supervisor.Event{
 			promoted(2, 1, false),
 			with(ev(supervisor.EventUnhealthy, 2), func(e *supervisor.Event) { e.Reason = "no WATCHDOG=1 for 10s" }),
-			reverted(2, 1), retired(2, 2*time.Second),
+			reverted(2, 1, supervisor.CauseLiveness), retired(2, 2*time.Second),
 		}, want{promoted: 1, probationReverts: 1, liveness: 1, drainCount: 1, drainSum: 2}},
 		// The replaced generation starts again as 3; its promotion is the
 		// revert's, not an upgrade or a manual rollback. A rollback after
 		// that is one.
 		{"reverted without a standby", []supervisor.Event{
-			promoted(2, 1, false), reverted(2, 1), ready(3, time.Second), promoted(3, 2, true), retired(2, 2*time.Second),
+			promoted(2, 1, false), reverted(2, 1, supervisor.CauseCrash), ready(3, time.Second),
+			with(promoted(3, 2, true), func(e *supervisor.Event) { e.RevertOf = 2 }), retired(2, 2*time.Second),
 			promoted(4, 3, true),
 		}, want{promoted: 2, reverts: 1, probationReverts: 1, readyCount: 1, readySum: 1, drainCount: 1, drainSum: 2}},
 		{"liveness failure of a serving process", []supervisor.Event{
@@ -175,8 +184,8 @@ func TestRunCounts(t *testing.T) {
 			if n := testutil.CollectAndCount(m.upgrades); n != 3 {
 				t.Errorf("baton_upgrades_total has %d series, want 3 (promoted, failed, aborted)", n)
 			}
-			if n := testutil.CollectAndCount(m.reverts); n != 2 {
-				t.Errorf("baton_reverts_total has %d series, want 2 (manual, probation)", n)
+			if n := testutil.CollectAndCount(m.reverts); n != 6 {
+				t.Errorf("baton_reverts_total has %d series, want 6 (manual, and probation by each of 5 causes)", n)
 			}
 			if n := testutil.CollectAndCount(m.analysis); n != 3 {
 				t.Errorf("baton_analysis_measurements_total has %d series, want 3 (pass, fail, inconclusive)", n)
@@ -185,8 +194,10 @@ func TestRunCounts(t *testing.T) {
 			got.promoted = testutil.ToFloat64(m.upgrades.WithLabelValues(ResultPromoted))
 			got.failed = testutil.ToFloat64(m.upgrades.WithLabelValues(ResultFailed))
 			got.aborted = testutil.ToFloat64(m.upgrades.WithLabelValues(ResultAborted))
-			got.reverts = testutil.ToFloat64(m.reverts.WithLabelValues(ReasonManual))
-			got.probationReverts = testutil.ToFloat64(m.reverts.WithLabelValues(ReasonProbation))
+			got.reverts = testutil.ToFloat64(m.reverts.WithLabelValues(ReasonManual, supervisor.CauseRollback))
+			for _, c := range probationCauses {
+				got.probationReverts += testutil.ToFloat64(m.reverts.WithLabelValues(ReasonProbation, c))
+			}
 			got.steps = testutil.ToFloat64(m.steps)
 			got.restarts = testutil.ToFloat64(m.restarts)
 			got.liveness = testutil.ToFloat64(m.liveness)
@@ -436,7 +447,10 @@ func documented(t *testing.T) map[string][]string {
 // the documented labels, next to the Go and process metrics of baton.
 func TestHandlerServesDocumented(t *testing.T) {
 	st := fullStatus(t)
-	m := New(newFakeSource(func(context.Context) (supervisor.Status, error) { return st, nil }))
+	src := newFakeSource(func(context.Context) (supervisor.Status, error) { return st, nil })
+	src.flags = func(context.Context) ([]supervisor.FlagStatus, error) { return declaredFlags(), nil }
+	m := New(src)
+	m.declareFlags(context.Background()) // as Run does first: the flags' change counters exist
 	body := scrape(t, m.Handler())
 
 	doc := documented(t)
@@ -540,7 +554,7 @@ func TestScrapeWithoutStatus(t *testing.T) {
 					t.Errorf("%s missing from a scrape without status", name)
 				}
 			}
-			for _, name := range []string{"baton_serving_generation", "baton_probation_generation", "baton_failed_state",
+			for _, name := range []string{"baton_serving_generation", "baton_probation_generation", "baton_failed_state", "baton_flag_percent",
 				"baton_generations", "baton_listener_info",
 				"baton_generation_resident_memory_bytes", "baton_generation_cpu_seconds_total", "baton_generation_instances",
 				"baton_generation_weight_percent", "baton_generation_share_percent", "baton_generation_steered_connections"} {

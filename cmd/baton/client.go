@@ -10,10 +10,11 @@ package main
 // an answer that is not the protocol's), so that a deploy script can tell
 // "could not ask" from "the upgrade failed"; any other error is 1: the
 // upgrade or rollback was decided and it failed or was reverted during its
-// probation, an upgrade was refused in the failed state, or promote or
-// abort had nothing to act on.
+// probation, an upgrade was refused in the failed state, promote or abort
+// had nothing to act on, or a flag change was refused.
 //
-// status.go prints `baton status`, progress.go the lines of a wait.
+// status.go prints `baton status`, progress.go the lines of a wait,
+// flagcmd.go runs `baton flag`.
 
 import (
 	"context"
@@ -42,11 +43,17 @@ type clientFlags struct {
 	timeout time.Duration
 	all     bool
 	force   bool
+	// args are the arguments that are not flags, in order: `baton flag
+	// set NAME VALUE` has two.
+	args []string
 }
 
 // parseClientFlags parses -c/--config or --socket (exactly one) and the
-// flags the subcommand takes, and finds the socket.
-func parseClientFlags(name string, args []string, stderr io.Writer) (clientFlags, error) {
+// flags the subcommand takes, and finds the socket. nargs is how many
+// other arguments the subcommand takes; flags may come before, between and
+// after them (`baton flag set search_v2 10 -c web.toml`), and everything
+// after "--" is an argument.
+func parseClientFlags(name string, args []string, stderr io.Writer, nargs ...string) (clientFlags, error) {
 	var f clientFlags
 	var config string
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -57,6 +64,8 @@ func parseClientFlags(name string, args []string, stderr io.Writer) (clientFlags
 	switch name {
 	case "status":
 		fs.BoolVar(&f.json, "json", false, "print the status as JSON (stable; see control/PROTOCOL.md)")
+	case "flag list":
+		fs.BoolVar(&f.json, "json", false, "print the flags as JSON (stable; see control/PROTOCOL.md)")
 	case "upgrade", "rollback":
 		fs.BoolVar(&f.wait, "wait", false, "follow the "+name+" until it is decided (with probation: until it ends); exit 0 if promoted, 1 if not")
 		fs.DurationVar(&f.timeout, "timeout", 0, "with --wait: give up waiting after `D` (default "+control.DefaultWaitTimeout.String()+")")
@@ -66,12 +75,25 @@ func parseClientFlags(name string, args []string, stderr io.Writer) (clientFlags
 	case "promote":
 		fs.BoolVar(&f.all, "all", false, "skip the remaining canary steps: straight to 100%")
 	}
-	if err := fs.Parse(args); err != nil {
-		return f, usageError{err}
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			return f, usageError{err}
+		}
+		left := fs.Args()
+		if len(left) == 0 {
+			break
+		}
+		if len(rest) > len(left) && rest[len(rest)-len(left)-1] == "--" {
+			f.args = append(f.args, left...) // fs.Parse stopped at "--"
+			break
+		}
+		f.args, rest = append(f.args, left[0]), left[1:]
 	}
 	switch {
-	case fs.NArg() > 0:
-		return f, usageError{fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))}
+	case len(f.args) > len(nargs):
+		return f, usageError{fmt.Errorf("%s: unexpected argument %q", name, f.args[len(nargs)])}
+	case len(f.args) < len(nargs):
+		return f, usageError{fmt.Errorf("%s: %s is required", name, nargs[len(f.args)])}
 	case config == "" && f.socket == "":
 		return f, usageError{fmt.Errorf("%s: -c FILE or --socket PATH is required", name)}
 	case config != "" && f.socket != "":

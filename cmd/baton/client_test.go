@@ -32,6 +32,10 @@ type fakeBackend struct {
 	upgrade func(emit func(supervisor.Event)) (int, error)
 	force   func(emit func(supervisor.Event)) (int, error) // ForceUpgrade; nil: as upgrade
 	gradual func(what string) error                        // "promote", "promote all" or "abort"
+	// flags are what Flags answers; setFlag scripts SetFlag (reset false)
+	// and ResetFlag (reset true), nil: done. Both under mu.
+	flags   []supervisor.FlagStatus
+	setFlag func(name string, percent int, reset bool) error
 
 	mu   sync.Mutex
 	subs []chan supervisor.Event
@@ -57,6 +61,32 @@ func (f *fakeBackend) Promote(_ context.Context, all bool) error {
 }
 
 func (f *fakeBackend) Abort(context.Context) error { return f.gradual("abort") }
+
+// Flags, SetFlag and ResetFlag hold mu: setFlag may change flags, and
+// each connection has its goroutine.
+func (f *fakeBackend) Flags(context.Context) ([]supervisor.FlagStatus, int64, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]supervisor.FlagStatus(nil), f.flags...), 7, "/run/baton/web.flags.json", nil
+}
+
+func (f *fakeBackend) SetFlag(_ context.Context, name string, percent int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.setFlag == nil {
+		return nil
+	}
+	return f.setFlag(name, percent, false)
+}
+
+func (f *fakeBackend) ResetFlag(_ context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.setFlag == nil {
+		return nil
+	}
+	return f.setFlag(name, 0, true)
+}
 
 func (f *fakeBackend) Subscribe(n int) (<-chan supervisor.Event, func()) {
 	ch := make(chan supervisor.Event, n)

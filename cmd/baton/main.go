@@ -33,12 +33,15 @@ const usage = `usage:
   baton rollback [--wait] [--timeout D]        go back to the previous generation's config
   baton promote [--all]                        move the canary to its next step now (--all: to 100%)
   baton abort                                  undo the upgrade in progress, at any step
+  baton flag list [--json]                     the feature flags and their values
+  baton flag set NAME on|off|PERCENT           flip a feature flag (PERCENT: 10 or 10%); no process restarts
+  baton flag reset NAME                        return a feature flag to its config's default
   baton stop                                   drain every generation and exit (as SIGTERM)
   baton version                                print the version
 
-status, upgrade, rollback, promote, abort and stop reach a running baton
-through its control socket: give -c FILE (the socket named by the config) or
---socket PATH.
+status, upgrade, rollback, promote, abort, flag and stop reach a running
+baton through its control socket: give -c FILE (the socket named by the
+config) or --socket PATH.
 
 Signals to "baton run": SIGHUP upgrades (re-reads FILE, starts the next
 generation alongside the serving one); SIGUSR2 upgrades baton itself;
@@ -46,8 +49,9 @@ SIGTERM or SIGINT drains and exits.
 
 Exit status: 0 success; 1 the service could not be kept running, an
 upgrade or rollback waited for with --wait failed or was reverted during
-its probation, an upgrade was refused in the failed state, or promote or
-abort found nothing to act on; 2 usage, config or connection errors.
+its probation, an upgrade was refused in the failed state, promote or
+abort found nothing to act on, or a flag change was refused (a flag the
+config does not declare); 2 usage, config or connection errors.
 `
 
 // usageError makes main exit 2.
@@ -91,6 +95,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return promoteCmd(rest, stdout, stderr)
 	case "abort":
 		return abortCmd(rest, stdout, stderr)
+	case "flag":
+		return flagCmd(rest, stdout, stderr)
 	case "stop":
 		return stopCmd(rest, stdout, stderr)
 	case "version", "--version":

@@ -170,7 +170,7 @@ socket = %q
 		!strings.HasPrefix(r.err.Error(), "upgrade failed: generation 3 reverted during probation: instance 0 crashed during probation: ") {
 		t.Errorf("upgrade --wait of a version killed during probation: %v, want a plain error (exit 1)", r.err)
 	}
-	if !regexp.MustCompile(`(?m)^generation 3: reverted: instance 0 crashed during probation: .+ \(back to generation 2\)$`).MatchString(r.out) {
+	if !regexp.MustCompile(`(?m)^generation 3: reverted \(crash\): instance 0 crashed during probation: .+ \(back to generation 2\)$`).MatchString(r.out) {
 		t.Errorf("upgrade --wait printed no revert line")
 	}
 

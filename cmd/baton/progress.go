@@ -3,7 +3,8 @@
 package main
 
 // The lines `baton upgrade --wait` and `baton rollback --wait` print: one
-// per event of the wait, e.g. "generation 3: ready after 12ms".
+// per event of the wait, e.g. "generation 3: ready after 12ms", or "flag
+// search_v2: 10% -> 0% (analysis)" for a flag changed meanwhile.
 
 import (
 	"encoding/json"
@@ -98,16 +99,27 @@ func eventLine(ev *control.EventJSON, several, numbered bool) string {
 		// Not one generation's: the whole service's, and the reason names
 		// the generation.
 		return "FAILED: " + ev.Reason + "; upgrades are refused until `baton upgrade --force`"
+	case supervisor.EventFlag:
+		// The service's too: "flag search_v2: 0% -> 10% (operator)".
+		if ev.Reason != "" {
+			return "flag " + ev.Reason
+		}
+		return fmt.Sprintf("flag %s: now %s", ev.Flag, flagValue(ev.Weight))
 	case supervisor.EventSpawned:
 		what = fmt.Sprintf("spawned (pid %d)", ev.PID)
 	case supervisor.EventReady:
 		what = "ready after " + formatMS(ev.DurationMS)
 	case supervisor.EventPromoted:
 		what = "promoted"
-		if ev.Rollback {
+		switch {
+		case ev.RevertOf != 0:
+			// Started again in place of the reverted generation, which it
+			// replaces: that is the news.
+			what += fmt.Sprintf(", completing the revert of generation %d", ev.RevertOf)
+		case ev.Rollback:
 			what += " (rollback)"
 		}
-		if ev.Replaces != 0 {
+		if ev.Replaces != 0 && ev.Replaces != ev.RevertOf {
 			what += fmt.Sprintf(", replacing generation %d", ev.Replaces)
 		}
 	case supervisor.EventFailed:
@@ -127,6 +139,9 @@ func eventLine(ev *control.EventJSON, several, numbered bool) string {
 		}
 	case supervisor.EventReverted:
 		what = "reverted: " + ev.Reason
+		if ev.Cause != "" {
+			what = "reverted (" + ev.Cause + "): " + ev.Reason
+		}
 		if ev.Replaces != 0 {
 			what += fmt.Sprintf(" (back to generation %d)", ev.Replaces)
 		}

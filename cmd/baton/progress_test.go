@@ -60,6 +60,19 @@ func TestEventLines(t *testing.T) {
 			Reason: "3 reverts within 1h0m0s; the last: generation 3: instance 0 crashed during probation: exit status 2"}, false, true,
 			"FAILED: 3 reverts within 1h0m0s; the last: generation 3: instance 0 crashed during probation: exit status 2; " +
 				"upgrades are refused until `baton upgrade --force`"},
+		// The cause of a revert, the end of a revert without a standby.
+		{&control.EventJSON{Kind: "reverted", Generation: 3, Replaces: 2, Cause: "liveness", Reason: "instance 0: no WATCHDOG=1 for 10s"},
+			false, true, "generation 3: reverted (liveness): instance 0: no WATCHDOG=1 for 10s (back to generation 2)"},
+		{&control.EventJSON{Kind: "promoted", Generation: 5, Replaces: 4, Rollback: true, RevertOf: 4}, false, true,
+			"generation 5: promoted, completing the revert of generation 4"},
+		{&control.EventJSON{Kind: "promoted", Generation: 5, Replaces: 4, Rollback: true}, false, true,
+			"generation 5: promoted (rollback), replacing generation 4"},
+
+		// A flag changed meanwhile: the service's, not a generation's.
+		{&control.EventJSON{Kind: "flag", Generation: 2, Flag: "search_v2", Weight: 0, Reason: "search_v2: 10% -> 0% (analysis)"},
+			false, true, "flag search_v2: 10% -> 0% (analysis)"},
+		{&control.EventJSON{Kind: "flag", Generation: 2, Flag: "search_v2", Weight: 25}, false, true, "flag search_v2: now 25%"},
+
 		// A kind newer than this client: its name and reason.
 		{&control.EventJSON{Kind: "future", Generation: 3, Reason: "why"}, false, true, "generation 3: future (why)"},
 	}

@@ -140,9 +140,10 @@ func printStatus(w io.Writer, st *control.StatusJSON, now time.Time) {
 	_ = tw.Flush() // see above
 }
 
-// printUpgrade writes the upgrade in progress: the candidate, how far its
-// strategy has taken it, and the weight and share of each generation that
-// takes new connections.
+// printUpgrade writes the upgrade in progress (or the revert, when the
+// candidate was started to revert the serving generation): the candidate,
+// how far its strategy has taken it, and the weight and share of each
+// generation that takes new connections.
 func printUpgrade(w io.Writer, st *control.StatusJSON) {
 	var cand, serving *control.GenerationJSON
 	for i, g := range st.Generations {
@@ -159,7 +160,13 @@ func printUpgrade(w io.Writer, st *control.StatusJSON) {
 		fmt.Fprintf(w, "upgrade in progress: generation %d\n", st.Upgrade.Candidate)
 		return
 	}
-	fmt.Fprintf(w, "upgrade in progress: generation %d (%s)%s\n", cand.ID, cand.Strategy, progressOf(cand))
+	if cand.RevertOf != 0 {
+		// The generation the reverted one replaced, started again: its
+		// strategy (blue-green, as every rollback's) says nothing more.
+		fmt.Fprintf(w, "revert in progress: generation %d (reverting generation %d)%s\n", cand.ID, cand.RevertOf, progressOf(cand))
+	} else {
+		fmt.Fprintf(w, "upgrade in progress: generation %d (%s)%s\n", cand.ID, cand.Strategy, progressOf(cand))
+	}
 	var total uint64
 	for _, g := range []*control.GenerationJSON{serving, cand} {
 		if g != nil {
@@ -179,17 +186,22 @@ func printUpgrade(w io.Writer, st *control.StatusJSON) {
 func probationLine(st *control.StatusJSON, now time.Time) string {
 	line := fmt.Sprintf("generation %d on probation", st.Probation)
 	if end, err := time.Parse(time.RFC3339Nano, st.ProbationEnd); err == nil {
-		end = end.In(now.Location())
-		layout := time.TimeOnly
-		if y, m, d := end.Date(); y != now.Year() || m != now.Month() || d != now.Day() {
-			layout = time.DateTime
-		}
-		line += " until " + end.Format(layout)
+		line += " until " + clock(end, now)
 	}
 	if st.Standby != 0 {
 		return line + fmt.Sprintf(" (standby: generation %d)", st.Standby)
 	}
 	return line + " (no standby: a revert starts the replaced generation again)"
+}
+
+// clock writes t in now's location: the time of day if on now's day,
+// else the date too.
+func clock(t, now time.Time) string {
+	t = t.In(now.Location())
+	if y, m, d := t.Date(); y != now.Year() || m != now.Month() || d != now.Day() {
+		return t.Format(time.DateTime)
+	}
+	return t.Format(time.TimeOnly)
 }
 
 // progressOf says how far a candidate is, for the upgrade line of the

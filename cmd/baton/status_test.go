@@ -165,7 +165,8 @@ func TestUpgradeLine(t *testing.T) {
 }
 
 // TestStatusProbation: the failed state right below the service line, the
-// probation with its end and its standby, and the standby's row.
+// probation with its end and its standby, the standby's row, and a revert
+// that starts the replaced generation again.
 func TestStatusProbation(t *testing.T) {
 	now := time.Date(2025, 1, 2, 12, 0, 0, 0, time.UTC)
 	failed := "3 reverts within 1h0m0s; the last: generation 5: instance 0 crashed during probation: exit status 2"
@@ -191,6 +192,15 @@ func TestStatusProbation(t *testing.T) {
 			control.StatusJSON{Serving: 3, Probation: 3, ProbationEnd: "2025-01-03T00:00:30Z", Standby: 2, Generations: gens},
 			[]string{`(?m)^generation 3 on probation until 2025-01-03 00:00:30 \(standby: generation 2\)$`},
 			nil},
+		// Generation 3 was reverted without a standby: generation 2's
+		// config and executable start again as generation 4, while 3
+		// serves.
+		{"revert without a standby",
+			control.StatusJSON{Serving: 3, Upgrade: &control.UpgradeJSON{Candidate: 4}, Generations: append(gens[1:2:2],
+				control.GenerationJSON{ID: 4, State: "starting", Strategy: "blue-green", PIDs: []int{1004}, Started: "2025-01-02T12:00:00Z", RevertOf: 3})},
+			[]string{`(?m)^revert in progress: generation 4 \(reverting generation 3\), starting$`,
+				`(?m)^  generation 3: weight 100%, share not known yet$`},
+			[]string{"upgrade in progress", "blue-green), starting"}},
 		{"failed state",
 			control.StatusJSON{Service: "web", BatonPID: 42, Config: "/etc/baton/web.toml", Serving: 3, Failed: failed, Generations: gens[1:]},
 			[]string{`\Aservice web \(baton pid 42, config /etc/baton/web.toml\)\nFAILED: ` + regexp.QuoteMeta(failed) +

@@ -281,7 +281,7 @@ func (n *systemdNotifier) observe(ev supervisor.Event) {
 	case supervisor.EventPromoted:
 		// Without a standby, a revert ends with the promotion of the
 		// replaced generation started again: still the revert's news.
-		if !ev.Rollback || ev.Replaces != n.reverted || n.reverted == 0 {
+		if ev.RevertOf == 0 || ev.RevertOf != n.reverted {
 			n.failure, n.reverted = "", 0
 		}
 	case supervisor.EventReverted:
@@ -393,10 +393,10 @@ func (n *systemdNotifier) describe(st supervisor.Status) string {
 		s += "; stopping"
 	case st.Stopping:
 		s = "stopping"
-	case st.Candidate != 0 && n.reverted != 0 && st.Serving == n.reverted:
+	case st.Candidate != 0 && revertOf(st) != 0:
 		// A revert without a standby: the replaced generation starts
 		// again, as a new one, while the reverted one serves.
-		s = fmt.Sprintf("generation %d starting in place of generation %d; %s", st.Candidate, n.reverted, s)
+		s = fmt.Sprintf("generation %d starting in place of generation %d; %s", st.Candidate, revertOf(st), s)
 		if failure != "" {
 			s = failure + "; " + s
 		}
@@ -410,6 +410,17 @@ func (n *systemdNotifier) describe(st supervisor.Status) string {
 	}
 	// A newline would end the STATUS= field and start a bogus one.
 	return strings.ReplaceAll(s, "\n", " ")
+}
+
+// revertOf is the generation the candidate was started to revert, 0 if
+// none.
+func revertOf(st supervisor.Status) int {
+	for _, g := range st.Generations {
+		if g.ID == st.Candidate {
+			return g.RevertOf
+		}
+	}
+	return 0
 }
 
 func (n *systemdNotifier) send(state string) {

@@ -717,14 +717,17 @@ func TestNotifierRevert(t *testing.T) {
 			st.Probation, st.ProbationEnd = 0, time.Time{}
 			drop(st, 1)
 		}, supervisor.Event{Kind: supervisor.EventReverted, Gen: 2, PID: 102, Replaces: 1, Reason: why})
-		f.spawnCandidate(3, 103)
+		f.step(func(st *supervisor.Status) {
+			st.Candidate = 3
+			gen(st, 3, func(g *supervisor.GenerationStatus) { g.PID, g.RevertOf = 103, 2 })
+		}, supervisor.Event{Kind: supervisor.EventSpawned, Gen: 3, PID: 103})
 		sd.waitFor(t, "STATUS while the revert starts generation 3", 5*time.Second, has("STATUS",
 			"generation 2 reverted: "+why+"; generation 3 starting in place of generation 2; generation 2 serving (pid 102)"))
 		f.step(func(st *supervisor.Status) {
 			st.Serving, st.Candidate = 3, 0
 			gen(st, 3, func(g *supervisor.GenerationStatus) { g.State, g.Ready = "serving", true })
 			gen(st, 2, func(g *supervisor.GenerationStatus) { g.State = "draining" })
-		}, supervisor.Event{Kind: supervisor.EventPromoted, Gen: 3, PID: 103, Replaces: 2, Rollback: true})
+		}, supervisor.Event{Kind: supervisor.EventPromoted, Gen: 3, PID: 103, Replaces: 2, Rollback: true, RevertOf: 2})
 		sd.waitFor(t, "STATUS once the revert is done", 5*time.Second,
 			has("STATUS", "generation 2 reverted: "+why+"; generation 3 serving (pid 103)"))
 	})
