@@ -53,8 +53,9 @@ type Event struct {
 	Step, Steps int
 	// Aborted (failed): the upgrade was undone by `baton abort`.
 	Aborted bool
-	// Flag (flag): the feature flag that changed.
-	Flag string
+	// Flag and By (flag): the feature flag that changed, and who changed
+	// it: "operator", "config" or "analysis".
+	Flag, By string
 	// Cause (reverted): CauseCrash, CauseLiveness, CauseAnalysis,
 	// CauseRollback or CauseAbort. Outcome (analysis): "pass", "fail" or
 	// "inconclusive". RevertOf (promoted): the promotion ends a revert of

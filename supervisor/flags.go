@@ -193,7 +193,7 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 func (s *Supervisor) changeFlag(name string, percent int, set bool, by, why string) error {
 	f, ok := s.flags[name]
 	if !ok {
-		return fmt.Errorf("%w %q (declared: %s)", ErrUnknownFlag, name, strings.Join(s.flagNames(), ", "))
+		return fmt.Errorf("%w %q (%s)", ErrUnknownFlag, name, s.declared())
 	}
 	if percent < 0 || percent > 100 {
 		return fmt.Errorf("flag %q: %d is not a percent (0-100)", name, percent)
@@ -210,10 +210,22 @@ func (s *Supervisor) changeFlag(name string, percent int, set bool, by, why stri
 		args = append(args, "reason", why)
 	}
 	s.log.Info("flag changed", args...)
-	s.emit(Event{Kind: EventFlag, Gen: s.servingID(), Reason: fmt.Sprintf("%s: %d%% -> %d%% (%s)", name, old.percent, percent, by),
-		Flag: name, Weight: percent})
+	s.emitFlag(name, old.percent, percent, by)
 	s.watchFlag(f, old.percent)
 	return nil
+}
+
+func (s *Supervisor) emitFlag(name string, from, to int, by string) {
+	s.emit(Event{Kind: EventFlag, Gen: s.servingID(), Reason: fmt.Sprintf("%s: %d%% -> %d%% (%s)", name, from, to, by),
+		Flag: name, By: by, Weight: to})
+}
+
+// declared lists the declared flags for messages.
+func (s *Supervisor) declared() string {
+	if len(s.flags) == 0 {
+		return "the config declares none"
+	}
+	return "declared: " + strings.Join(s.flagNames(), ", ")
 }
 
 func (s *Supervisor) flagNames() []string {
@@ -243,6 +255,11 @@ func (s *Supervisor) applyFlagsConfig(cfg *Config) {
 		return
 	}
 	changed := false
+	type change struct {
+		name     string
+		from, to int
+	}
+	var changes []change
 	declared := map[string]bool{}
 	for _, fc := range cfg.Flags {
 		declared[fc.Name] = true
@@ -251,7 +268,9 @@ func (s *Supervisor) applyFlagsConfig(cfg *Config) {
 		case !ok:
 			s.flags[fc.Name] = &flagState{cfg: fc, percent: fc.Percent, changed: time.Now(), by: "config"}
 			changed = true
+			changes = append(changes, change{fc.Name, 0, fc.Percent})
 		case !f.set && f.percent != fc.Percent:
+			changes = append(changes, change{fc.Name, f.percent, fc.Percent})
 			f.percent, f.changed, f.by = fc.Percent, time.Now(), "config"
 			changed = true
 		}
@@ -273,6 +292,9 @@ func (s *Supervisor) applyFlagsConfig(cfg *Config) {
 		return
 	}
 	s.log.Info("feature flags follow the new config", "flags", strings.Join(s.flagNames(), ","), "version", s.flagsVersion)
+	for _, c := range changes {
+		s.emitFlag(c.name, c.from, c.to, "config")
+	}
 }
 
 // Flags lists the feature flags, their version and the file children read.
@@ -321,7 +343,7 @@ func (s *Supervisor) onFlagSet(req flagSet) error {
 	if req.reset {
 		f, ok := s.flags[req.name]
 		if !ok {
-			return fmt.Errorf("%w %q (declared: %s)", ErrUnknownFlag, req.name, strings.Join(s.flagNames(), ", "))
+			return fmt.Errorf("%w %q (%s)", ErrUnknownFlag, req.name, s.declared())
 		}
 		return s.changeFlag(req.name, f.cfg.Percent, false, "operator", "reset to the config's default")
 	}
