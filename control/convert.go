@@ -102,6 +102,7 @@ func NewEventJSON(ev supervisor.Event) *EventJSON {
 		Steps:      ev.Steps,
 		Aborted:    ev.Aborted,
 		Flag:       ev.Flag,
+		By:         ev.By,
 		Cause:      ev.Cause,
 		Outcome:    ev.Outcome,
 		RevertOf:   ev.RevertOf,

@@ -225,6 +225,8 @@ type EventJSON struct {
 	Aborted bool `json:"aborted"`
 	// Flag (flag only) is the feature flag that changed; "" otherwise.
 	Flag string `json:"flag"`
+	// By (flag): who changed it: "operator", "config" or "analysis".
+	By string `json:"by"`
 	// Cause (reverted only) is what reverted the generation: "crash",
 	// "liveness" (a health check or the watchdog), "analysis", "rollback"
 	// or "abort"; more may be added. "" otherwise.

@@ -145,22 +145,22 @@ func TestEventFields(t *testing.T) {
 		want string
 	}{
 		{supervisor.Event{Kind: supervisor.EventStep, Gen: 3, PID: 1003, Weight: 10, Duration: 30 * time.Second, Step: 1, Steps: 2},
-			`"kind":"step","generation":3,"instance":0,"pid":1003,"replaces":0,"rollback":false,"reason":"","duration_ms":30000,"weight":10,"step":1,"steps":2,"aborted":false,"flag":"","cause":"","outcome":"","revert_of":0}`},
+			`"kind":"step","generation":3,"instance":0,"pid":1003,"replaces":0,"rollback":false,"reason":"","duration_ms":30000,"weight":10,"step":1,"steps":2,"aborted":false,"flag":"","by":"","cause":"","outcome":"","revert_of":0}`},
 		{supervisor.Event{Kind: supervisor.EventFailed, Gen: 3, Reason: "aborted by `baton abort`", Aborted: true},
-			`"kind":"failed","generation":3,"instance":0,"pid":0,"replaces":0,"rollback":false,"reason":"aborted by ` + "`baton abort`" + `","duration_ms":0,"weight":0,"step":0,"steps":0,"aborted":true,"flag":"","cause":"","outcome":"","revert_of":0}`},
+			`"kind":"failed","generation":3,"instance":0,"pid":0,"replaces":0,"rollback":false,"reason":"aborted by ` + "`baton abort`" + `","duration_ms":0,"weight":0,"step":0,"steps":0,"aborted":true,"flag":"","by":"","cause":"","outcome":"","revert_of":0}`},
 		{supervisor.Event{Kind: supervisor.EventReverted, Gen: 3, PID: 1003, Replaces: 2, Reason: "instance 0 crashed during probation: exit status 2",
 			Cause: supervisor.CauseCrash},
-			`"kind":"reverted","generation":3,"instance":0,"pid":1003,"replaces":2,"rollback":false,"reason":"instance 0 crashed during probation: exit status 2","duration_ms":0,"weight":0,"step":0,"steps":0,"aborted":false,"flag":"","cause":"crash","outcome":"","revert_of":0}`},
+			`"kind":"reverted","generation":3,"instance":0,"pid":1003,"replaces":2,"rollback":false,"reason":"instance 0 crashed during probation: exit status 2","duration_ms":0,"weight":0,"step":0,"steps":0,"aborted":false,"flag":"","by":"","cause":"crash","outcome":"","revert_of":0}`},
 		{supervisor.Event{Kind: supervisor.EventAnalysis, Gen: 3, Outcome: "fail", Reason: "fail: error_ratio: error ratio 0.2 > 0.012"},
-			`"kind":"analysis","generation":3,"instance":0,"pid":0,"replaces":0,"rollback":false,"reason":"fail: error_ratio: error ratio 0.2 > 0.012","duration_ms":0,"weight":0,"step":0,"steps":0,"aborted":false,"flag":"","cause":"","outcome":"fail","revert_of":0}`},
+			`"kind":"analysis","generation":3,"instance":0,"pid":0,"replaces":0,"rollback":false,"reason":"fail: error_ratio: error ratio 0.2 > 0.012","duration_ms":0,"weight":0,"step":0,"steps":0,"aborted":false,"flag":"","by":"","cause":"","outcome":"fail","revert_of":0}`},
 		{supervisor.Event{Kind: supervisor.EventPromoted, Gen: 5, PID: 1005, Replaces: 4, Rollback: true, RevertOf: 4},
-			`"kind":"promoted","generation":5,"instance":0,"pid":1005,"replaces":4,"rollback":true,"reason":"","duration_ms":0,"weight":0,"step":0,"steps":0,"aborted":false,"flag":"","cause":"","outcome":"","revert_of":4}`},
-		{supervisor.Event{Kind: supervisor.EventFlag, Gen: 2, Flag: "search_v2", Weight: 10, Reason: "search_v2: 0% -> 10% (operator)"},
-			`"kind":"flag","generation":2,"instance":0,"pid":0,"replaces":0,"rollback":false,"reason":"search_v2: 0% -> 10% (operator)","duration_ms":0,"weight":10,"step":0,"steps":0,"aborted":false,"flag":"search_v2","cause":"","outcome":"","revert_of":0}`},
+			`"kind":"promoted","generation":5,"instance":0,"pid":1005,"replaces":4,"rollback":true,"reason":"","duration_ms":0,"weight":0,"step":0,"steps":0,"aborted":false,"flag":"","by":"","cause":"","outcome":"","revert_of":4}`},
+		{supervisor.Event{Kind: supervisor.EventFlag, Gen: 2, Flag: "search_v2", By: "operator", Weight: 10, Reason: "search_v2: 0% -> 10% (operator)"},
+			`"kind":"flag","generation":2,"instance":0,"pid":0,"replaces":0,"rollback":false,"reason":"search_v2: 0% -> 10% (operator)","duration_ms":0,"weight":10,"step":0,"steps":0,"aborted":false,"flag":"search_v2","by":"operator","cause":"","outcome":"","revert_of":0}`},
 		{supervisor.Event{Kind: supervisor.EventConfirmed, Gen: 3, PID: 1003, Duration: 5 * time.Minute},
-			`"kind":"confirmed","generation":3,"instance":0,"pid":1003,"replaces":0,"rollback":false,"reason":"","duration_ms":300000,"weight":0,"step":0,"steps":0,"aborted":false,"flag":"","cause":"","outcome":"","revert_of":0}`},
+			`"kind":"confirmed","generation":3,"instance":0,"pid":1003,"replaces":0,"rollback":false,"reason":"","duration_ms":300000,"weight":0,"step":0,"steps":0,"aborted":false,"flag":"","by":"","cause":"","outcome":"","revert_of":0}`},
 		{supervisor.Event{Kind: supervisor.EventUnhealthy, Gen: 3, Instance: 1, PID: 1004, Reason: "no WATCHDOG=1 for 10s"},
-			`"kind":"unhealthy","generation":3,"instance":1,"pid":1004,"replaces":0,"rollback":false,"reason":"no WATCHDOG=1 for 10s","duration_ms":0,"weight":0,"step":0,"steps":0,"aborted":false,"flag":"","cause":"","outcome":"","revert_of":0}`},
+			`"kind":"unhealthy","generation":3,"instance":1,"pid":1004,"replaces":0,"rollback":false,"reason":"no WATCHDOG=1 for 10s","duration_ms":0,"weight":0,"step":0,"steps":0,"aborted":false,"flag":"","by":"","cause":"","outcome":"","revert_of":0}`},
 	} {
 		var b strings.Builder
 		enc := json.NewEncoder(&b)

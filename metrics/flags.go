@@ -8,7 +8,6 @@ package metrics
 import (
 	"context"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,17 +72,10 @@ func (m *Metrics) seeFlag(flag string) {
 	}
 }
 
-// flagChangedBy is who made a flag change: the supervisor's flag event
-// says it only at the end of its reason, "search_v2: 0% -> 10%
-// (operator)", and has no field for it. Anything but one of the known
-// values there is ByOther, so that a change of that text costs the label,
-// never the count.
-func flagChangedBy(reason string) string {
-	i := strings.LastIndex(reason, " (")
-	if i < 0 || !strings.HasSuffix(reason, ")") {
-		return ByOther
-	}
-	by := reason[i+2 : len(reason)-1]
+// flagChangedBy is who made a flag change, from the event's By; anything
+// but one of the known values is ByOther, so that an unknown origin costs
+// the label, never the count.
+func flagChangedBy(by string) string {
 	if !slices.Contains([]string{ByOperator, ByAnalysis, ByConfig}, by) {
 		return ByOther
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"strings"
 	"testing"
 
 	"github.com/baton-sh/baton/supervisor"
@@ -50,7 +51,8 @@ func TestFlagPercent(t *testing.T) {
 // 0, and those of a flag declared later from its first change.
 func TestFlagChanges(t *testing.T) {
 	flag := func(name string, percent int, reason string) supervisor.Event {
-		return supervisor.Event{Kind: supervisor.EventFlag, Gen: 2, Flag: name, Weight: percent, Reason: reason}
+		by := reason[strings.LastIndex(reason, "(")+1 : len(reason)-1] // "... (operator)"
+		return supervisor.Event{Kind: supervisor.EventFlag, Gen: 2, Flag: name, Weight: percent, Reason: reason, By: by}
 	}
 	tests := []struct {
 		name     string

@@ -290,7 +290,7 @@ func (m *Metrics) observe(ev supervisor.Event) {
 	case supervisor.EventFlag:
 		if ev.Flag != "" {
 			m.seeFlag(ev.Flag)
-			m.flags.WithLabelValues(ev.Flag, flagChangedBy(ev.Reason)).Inc()
+			m.flags.WithLabelValues(ev.Flag, flagChangedBy(ev.By)).Inc()
 		}
 	case supervisor.EventStep:
 		m.steps.Inc()
