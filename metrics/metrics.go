@@ -22,7 +22,7 @@
 //	baton_restarts_total                                                     counter    crashes of a serving process that led to a restart
 //	baton_liveness_failures_total                                            counter    health check or watchdog failures of ready processes
 //	baton_analysis_measurements_total{outcome="pass"|"fail"|"inconclusive"}  counter    measurements of the canary analysis
-//	baton_flag_changes_total{flag,by="operator"|"analysis"}                  counter    changes of a feature flag's value, by who made them
+//	baton_flag_changes_total{flag,by="operator"|"analysis"|"config"}         counter    changes of a feature flag's value, by who made them
 //	baton_readiness_seconds                                                  histogram  time from a process's start to its readiness
 //	baton_drain_seconds                                                      histogram  time from a generation being replaced to being gone
 //	baton_serving_generation                                                 gauge      id of the serving generation, 0 if none
@@ -53,7 +53,7 @@
 // or "analysis" (a flag with off_on = "analysis" turned off); both are
 // present from the start for the flags declared when Run starts, and from
 // its first change for a flag a later config declares. A flag that follows
-// a new config's default is not a change counted here.
+// a new config's default counts under "config", from its first such change.
 //
 // The others are read at scrape time; they are absent from a scrape for
 // which the supervisor did not answer within StatusTimeout (while it
