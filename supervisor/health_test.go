@@ -219,6 +219,9 @@ func TestAnalysis(t *testing.T) {
 func TestRollbackDuringProbation(t *testing.T) {
 	a := app{Version: "v1", Upgrade: "probation = \"1m\""}
 	h := start(t, a)
+	load := loadgen.Run(context.Background(), loadOptions(h.url))
+	defer load.Stop()
+	waitSent(t, load, 200)
 	a.Version = "v2"
 	done := h.upgradeAsync(a)
 	h.waitFor("generation 2 on probation", func(st supervisor.Status) bool { return st.Probation == 2 && st.Standby == 1 })
@@ -231,6 +234,11 @@ func TestRollbackDuringProbation(t *testing.T) {
 	}
 	if counts := fresh(t, h.url, 100, 4); counts["1"] != 100 {
 		t.Errorf("answers by generation %v; want all from 1", counts)
+	}
+	h.settled()
+	waitSent(t, load, load.Snapshot().Sent+100)
+	if res := load.Stop(); res.Failed != 0 {
+		t.Errorf("%d of %d requests failed: %v", res.Failed, res.Sent, res.Errors)
 	}
 }
 
