@@ -44,6 +44,11 @@ fuzz:
 bin/batonbench: FORCE
 	$(GO) build -o $@ ./bench
 
+# The fault suite's service (tests/faults/faultapp): it serves every socket
+# passed to it, as the scale benchmark needs (hello serves one).
+bin/faultapp: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./tests/faults/faultapp
+
 # examples/hello upgrading itself with tableflip, for the bench's comparison.
 bin/flipper: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./examples/flipper
@@ -55,20 +60,26 @@ bin/flipper: FORCE
 # under baton against hello alone, 10 alternating rounds of 3 s a side) and
 # baton's footprint (RSS, CPU over 60 s idle, binary size); prints tables and
 # writes BENCHMARKS.md and bench-latency.svg (latency over a few upgrades per
-# mode). Then the Go benchmark of the supervisor (`make bench-go`).
+# mode); baton at scale (one generation of 64 instances x 16 listeners: time
+# to ready, a blue-green and a rolling upgrade, baton's fds and RSS) and over
+# 1,000 upgrades back to back (fds and goroutines at the end exactly as at
+# the start, RSS within 2 MiB). Then the Go benchmark of the supervisor
+# (`make bench-go`).
 # `make bench-quick` runs 5 upgrades per mode, 2 overhead rounds of 3 s a
-# side and 10 s idle, and only prints (under two minutes), so that
-# BENCHMARKS.md and the picture keep the figures of a full run.
+# side, 10 s idle, 16 instances x 4 listeners and 100 upgrades back to back,
+# and only prints (under two minutes), so that BENCHMARKS.md and the picture
+# keep the figures of a full run.
 BENCH_UPGRADES ?= 20
 BENCH_OUT      ?= BENCHMARKS.md
-BENCH_BINS     := -baton bin/baton -hello bin/hello -flipper bin/flipper
+BENCH_BINS     := -baton bin/baton -hello bin/hello -flipper bin/flipper -app bin/faultapp
 
-bench: build bin/flipper bin/batonbench
+bench: build bin/flipper bin/faultapp bin/batonbench
 	./bin/batonbench $(BENCH_BINS) -upgrades $(BENCH_UPGRADES) -out '$(BENCH_OUT)'
 	$(MAKE) bench-go
 
-bench-quick: build bin/flipper bin/batonbench
-	./bin/batonbench $(BENCH_BINS) -upgrades 5 -interval 500ms -settle 500ms -overhead-rounds 2 -overhead-time 3s -idle 10s -out ''
+bench-quick: build bin/flipper bin/faultapp bin/batonbench
+	./bin/batonbench $(BENCH_BINS) -upgrades 5 -interval 500ms -settle 500ms -overhead-rounds 2 -overhead-time 3s -idle 10s \
+		-scale-instances 16 -scale-listeners 4 -soak-upgrades 100 -out ''
 
 # Upgrades under load in shared mode against kernel-steered mode, as a Go benchmark.
 bench-go:

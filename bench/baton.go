@@ -19,6 +19,9 @@ import (
 type batonTarget struct {
 	batonBin, helloBin, dir string
 	steering                string // "bpf" (refuse to start without kernel steering) or "shared"
+	// content, if set, is the config instead of the hello one; its
+	// [control] socket must be controlPath().
+	content string
 
 	cmd    *exec.Cmd
 	lines  chan map[string]any // baton's JSON log lines; closed when its stderr ends
@@ -37,9 +40,14 @@ type sentUpgrade struct {
 	from int
 }
 
+func (b *batonTarget) configPath() string  { return filepath.Join(b.dir, "baton.toml") }
+func (b *batonTarget) controlPath() string { return filepath.Join(b.dir, "control.sock") }
+
 func (b *batonTarget) start() (string, error) {
-	cfg := filepath.Join(b.dir, "baton.toml")
-	content := fmt.Sprintf(`[service]
+	cfg := b.configPath()
+	content := b.content
+	if content == "" {
+		content = fmt.Sprintf(`[service]
 name = "bench-%s"
 command = [%q]
 environment = { GREETING_VERSION = "1" }
@@ -59,7 +67,8 @@ timeout = "30s"
 
 [control]
 socket = %q
-`, b.steering, b.helloBin, b.steering, filepath.Join(b.dir, "control.sock"))
+`, b.steering, b.helloBin, b.steering, b.controlPath())
+	}
 	if err := os.WriteFile(cfg, []byte(content), 0o644); err != nil {
 		return "", err
 	}

@@ -10,6 +10,11 @@
 //   - a plain stop-then-start of the same hello binary (`systemctl restart`
 //     of a service that binds its own port).
 //
+// Then baton at scale (one generation of 64 instances × 16 listeners:
+// time to ready, a blue-green and a rolling upgrade, baton's fds and RSS)
+// and over 1,000 upgrades back to back (baton's fds, goroutines and RSS at
+// the start and the end must match).
+//
 // For each it counts requests sent and failed and the latency of the
 // successful ones, compares the latency of requests that overlap an upgrade
 // with that of the others, and for baton takes each upgrade's timeline from
@@ -49,6 +54,10 @@ type options struct {
 	ohFresh             bool          // also with a fresh connection per request
 	footprint           bool
 	idle                time.Duration // footprint: idle period for baton's CPU time
+
+	app                            string // a service that serves every socket passed to it (tests/faults/faultapp)
+	scaleInstances, scaleListeners int    // scale: instances × listeners (0 instances: skip)
+	soakUpgrades                   int    // soak: upgrades back to back (0: skip)
 }
 
 // target is one way of running and upgrading hello.
@@ -119,6 +128,10 @@ func main() {
 	flag.IntVar(&o.svgUpgrades, "svg-upgrades", 2, "upgrades shown in the latency picture, from the middle of each mode's run")
 	flag.BoolVar(&o.footprint, "footprint", true, "measure baton's footprint (RSS, idle CPU, binary size)")
 	flag.DurationVar(&o.idle, "idle", 60*time.Second, "footprint: how long baton idles while its CPU time is measured")
+	flag.StringVar(&o.app, "app", "./bin/faultapp", "scale: a service that serves every socket passed to it (tests/faults/faultapp)")
+	flag.IntVar(&o.scaleInstances, "scale-instances", 64, "scale: instances of the generation (0 to skip)")
+	flag.IntVar(&o.scaleListeners, "scale-listeners", 16, "scale: TCP listeners each instance is handed")
+	flag.IntVar(&o.soakUpgrades, "soak-upgrades", 1000, "soak: upgrades back to back, after a warm-up (0 to skip)")
 	modes := flag.String("modes", "steered,shared,tableflip,restart", "modes to run, comma-separated: steered, shared, tableflip, restart")
 	flag.Parse()
 	for _, m := range splitComma(*modes) {
@@ -147,6 +160,9 @@ func run(o options) error {
 	if o.flipper, err = filepath.Abs(o.flipper); err != nil {
 		return err
 	}
+	if o.app, err = filepath.Abs(o.app); err != nil {
+		return err
+	}
 	if o.svg == "" && o.out != "" {
 		o.svg = filepath.Join(filepath.Dir(o.out), svgName)
 	}
@@ -154,9 +170,12 @@ func run(o options) error {
 	if slices.Contains(o.modes, "tableflip") {
 		bins = append(bins, o.flipper)
 	}
+	if o.scaleInstances > 0 {
+		bins = append(bins, o.app)
+	}
 	for _, bin := range bins {
 		if _, err := os.Stat(bin); err != nil {
-			return fmt.Errorf("%w (run `make build bin/flipper` first)", err)
+			return fmt.Errorf("%w (run `make build bin/flipper bin/faultapp` first)", err)
 		}
 	}
 	started := time.Now()
@@ -183,6 +202,18 @@ func run(o options) error {
 		r := runFootprint(ctx, o)
 		fp = &r
 	}
+	var sc *scaleResult
+	if o.scaleInstances > 0 && ctx.Err() == nil {
+		fmt.Printf("scale: %d instances × %d listeners, blue-green and rolling upgrades\n", o.scaleInstances, o.scaleListeners)
+		r := runScale(ctx, o)
+		sc = &r
+	}
+	var sk *soakResult
+	if o.soakUpgrades > 0 && ctx.Err() == nil {
+		fmt.Printf("soak: %d upgrades back to back (after %d to warm up)\n", o.soakUpgrades, soakWarmup)
+		r := runSoak(ctx, o)
+		sk = &r
+	}
 	fmt.Println()
 	printTable(os.Stdout, results)
 	fmt.Println()
@@ -203,7 +234,15 @@ func run(o options) error {
 		fmt.Println()
 		printFootprint(os.Stdout, fp)
 	}
-	for _, bin := range []string{o.hello, o.baton, o.flipper} {
+	if sc != nil {
+		fmt.Println()
+		printScale(os.Stdout, sc)
+	}
+	if sk != nil {
+		fmt.Println()
+		printSoak(os.Stdout, sk)
+	}
+	for _, bin := range []string{o.hello, o.baton, o.flipper, o.app} {
 		if leftover := processesOf(bin); len(leftover) > 0 {
 			return fmt.Errorf("processes of %s still running: %v", bin, leftover)
 		}
@@ -212,7 +251,7 @@ func run(o options) error {
 		if err := os.WriteFile(o.svg, picture, 0o644); err != nil {
 			return err
 		}
-		if err := writeReport(o, results, ov, fp, started); err != nil {
+		if err := writeReport(o, results, ov, fp, sc, sk, started); err != nil {
 			return err
 		}
 		fmt.Printf("\nwrote %s (%v in all)\n", o.out, time.Since(started).Round(time.Second))
@@ -227,6 +266,12 @@ func run(o options) error {
 	}
 	if fp != nil && fp.err != nil {
 		return fmt.Errorf("footprint: %w", fp.err)
+	}
+	if sc != nil && sc.err != nil {
+		return fmt.Errorf("scale: %w", sc.err)
+	}
+	if sk != nil && sk.err != nil {
+		return fmt.Errorf("soak: %w", sk.err)
 	}
 	return nil
 }

@@ -123,7 +123,7 @@ func machine(baton string) []string {
 // nproc is the number of CPUs this process may use.
 func nproc() string { return strconv.Itoa(runtime.NumCPU()) }
 
-func writeReport(o options, results []modeResult, ov *overheadResult, fp *footprintResult, started time.Time) error {
+func writeReport(o options, results []modeResult, ov *overheadResult, fp *footprintResult, sc *scaleResult, sk *soakResult, started time.Time) error {
 	svgRef, err := filepath.Rel(filepath.Dir(o.out), o.svg)
 	if err != nil {
 		svgRef = o.svg
@@ -169,6 +169,12 @@ func writeReport(o options, results []modeResult, ov *overheadResult, fp *footpr
 	}
 	if fp != nil {
 		writeFootprint(&b, fp)
+	}
+	if sc != nil {
+		writeScale(&b, sc)
+	}
+	if sk != nil {
+		writeSoak(&b, sk)
 	}
 	return os.WriteFile(o.out, b.Bytes(), 0o644)
 }
@@ -339,7 +345,7 @@ func footprintRows(r *footprintResult) [][2]string {
 
 func writeFootprint(b *bytes.Buffer, r *footprintResult) {
 	fmt.Fprintf(b, "\n## Footprint\n\n")
-	fmt.Fprintf(b, "A fresh `bin/baton run` with `examples/hello` as the service (kernel-steered, one listener, no load). RSS is read from `/proc/PID/status` once generation 1 serves and again after an idle period of %v; CPU time over that period is utime+stime from `/proc/PID/stat` (ticks of 10 ms, exited threads included), and for finer grain the sum of `/proc/PID/task/*/schedstat` (ns, live threads). baton polls nothing while idle, so its CPU time there should be about zero. Its goroutine count cannot be seen from outside the process and is not reported here.\n\n", r.idle)
+	fmt.Fprintf(b, "A fresh `bin/baton run` with `examples/hello` as the service (kernel-steered, one listener, no load). RSS is read from `/proc/PID/status` once generation 1 serves and again after an idle period of %v; CPU time over that period is utime+stime from `/proc/PID/stat` (ticks of 10 ms, exited threads included), and for finer grain the sum of `/proc/PID/task/*/schedstat` (ns, live threads). baton polls nothing while idle, so its CPU time there should be about zero. Its metrics endpoint is off here (a scrape costs memory of its own); goroutine counts, which only it shows, are in the soak below.\n\n", r.idle)
 	b.WriteString("| figure | value |\n|---|--:|\n")
 	for _, row := range footprintRows(r) {
 		fmt.Fprintf(b, "| %s | %s |\n", row[0], row[1])
