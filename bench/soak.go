@@ -33,6 +33,7 @@ const (
 	soakSamples   = 10               // trend samples during the run
 	soakClients   = 4                // light load, half fresh connections, half keep-alive
 	soakIdleCheck = 500 * time.Millisecond
+	soakScrapes   = 20 // per settled sample
 )
 
 type soakSample struct {
@@ -134,36 +135,47 @@ socket = %q
 		return r
 	}
 	pid, sock := b.cmd.Process.Pid, b.controlPath()
-	// take samples baton. A settled sample (before, start, end) scrapes
-	// the goroutine count five times, 100 ms apart, and keeps the lowest:
-	// transient goroutines only add (the registry gathers its collectors
-	// on goroutines of their own, so a scrape may count some of them),
-	// and a leaked one would raise every count. fds and RSS are read
-	// after the scrapes, so that
-	// every settled sample sees baton just after the same work of its
-	// metrics endpoint (a scrape allocates, and the Go heap keeps what it
-	// grew to for a while).
+	// take samples baton. A scrape of the metrics endpoint is itself
+	// work for baton: while it is served, baton holds its connection (an
+	// fd) and runs a goroutine or three for it (the connection's, and the
+	// registry gathers its collectors on goroutines of their own, some
+	// still running when go_goroutines is read). So a settled sample
+	// (before, start, end) counts the fds first, once the last scrape is
+	// long over; then scrapes the goroutine count soakScrapes times, 50 ms
+	// apart, and keeps the most frequent value (the lowest of a tie); and
+	// reads RSS last, so that every settled sample sees baton just after
+	// the same work of its metrics endpoint (a scrape allocates, and the
+	// Go heap keeps what it grew to for a while). A leak of one goroutine
+	// or fd per upgrade would show as hundreds.
 	take := func(label string, upgrades int, settled bool) (soakSample, error) {
 		s := soakSample{label: label, upgrades: upgrades}
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			return s, err
+		}
 		n := 1
 		if settled {
-			n = 5
+			n = soakScrapes
 		}
+		counts := map[int]int{}
 		for i := range n {
 			if i > 0 {
-				pause(ctx, 100*time.Millisecond)
+				pause(ctx, 50*time.Millisecond)
 			}
 			g, err := goroutines(ctx, metricsAddr)
 			if err != nil {
 				return s, err
 			}
-			if i == 0 || g < s.goroutines {
+			counts[g]++
+			if c := counts[g]; i == 0 || c > counts[s.goroutines] || (c == counts[s.goroutines] && g < s.goroutines) {
 				s.goroutines = g
 			}
 		}
-		var err error
-		s.procSample, err = sampleProc(pid)
-		return s, err
+		if s.procSample, err = sampleProc(pid); err != nil {
+			return s, err
+		}
+		s.fds = len(fds) // as counted before the scrapes
+		return s, nil
 	}
 	pause(ctx, soakIdleCheck)
 	before, err := take("before any upgrade", 0, true)
