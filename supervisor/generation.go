@@ -207,6 +207,11 @@ func (s *Supervisor) startGeneration(cfg *Config, rollback bool, n int) (*genera
 // usual path.
 func (s *Supervisor) abandon(g *generation) {
 	if len(g.instances) == 0 {
+		// Never among s.gens, so never retired: close what it holds.
+		if g.exeFile != nil {
+			_ = g.exeFile.Close() // O_PATH: nothing to flush
+			g.exeFile = nil
+		}
 		return
 	}
 	s.stopGeneration(g, "the generation could not start every instance")

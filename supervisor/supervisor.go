@@ -194,6 +194,10 @@ func (s *Supervisor) startFirst() error {
 	s.candidate = g // until it is routed: a failure to start undoes it like any candidate
 	for range g.want {
 		if _, err := s.addInstance(g); err != nil {
+			if len(g.instances) == 0 {
+				s.abandon(g) // not among s.gens: stopAll would not see it
+				s.candidate = nil
+			}
 			return err
 		}
 	}
