@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/baton-sh/baton/handoff"
 	"github.com/baton-sh/baton/probe"
 )
 
@@ -82,6 +83,10 @@ func (s *Supervisor) onReady(p *process) {
 	if p.ready || p.exited || p.stopSent {
 		return
 	}
+	if why := s.socketsLost(p); why != "" {
+		s.onNotReady(p, why)
+		return
+	}
 	p.ready, p.readyAt = true, time.Now()
 	p.stopTimers()
 	g, in := p.gen, p.inst
@@ -115,4 +120,35 @@ func (s *Supervisor) onNotReady(p *process, why string) {
 	s.log.Warn("process not ready; stopping it", "gen", g.id, "instance", p.inst.index, "pid", p.pid, "reason", why)
 	p.notReady = true
 	s.signal(p, g.cfg.Drain.Signal)
+}
+
+// socketsLost says why process p cannot be ready if it (and its process
+// group) no longer holds one of the sockets it was handed: baton's own copy
+// keeps such a socket listening, and connections routed to it would wait
+// where nobody accepts. "" if it holds them all (or /proc cannot tell).
+func (s *Supervisor) socketsLost(p *process) string {
+	in := p.inst
+	var inodes []uint64
+	names := map[uint64]string{}
+	for i, sock := range in.sockets {
+		if in.private[i] {
+			continue // for probes; a service may serve them as it likes
+		}
+		ino, err := sock.Inode()
+		if err != nil {
+			return ""
+		}
+		inodes = append(inodes, ino)
+		names[ino] = s.listeners[i].spec.Name
+	}
+	missing, err := handoff.NotHeld(p.pid, inodes)
+	if err != nil || len(missing) == 0 {
+		return ""
+	}
+	var ls []string
+	for _, ino := range missing {
+		ls = append(ls, strconv.Quote(names[ino]))
+	}
+	return fmt.Sprintf("it says it is ready but no longer holds its socket of listener %s (closed it?): connections would wait where nobody accepts",
+		strings.Join(ls, ", "))
 }

@@ -95,6 +95,15 @@ func (s *Supervisor) spawn(in *instance) error {
 	if g.exeSHA256 == "" && !g.hashing {
 		s.hashExecutable(g)
 	}
+	if dir := cfg.Service.Directory; dir != "" {
+		// chdir fails in the child with ENOENT, which would read as if
+		// the program were missing.
+		if st, err := os.Stat(dir); err != nil {
+			return fmt.Errorf("generation %d instance %d: working directory: %w", g.id, in.index, err)
+		} else if !st.IsDir() {
+			return fmt.Errorf("generation %d instance %d: working directory %s is not a directory", g.id, in.index, dir)
+		}
+	}
 	names := make([]string, len(s.listeners))
 	for i, l := range s.listeners {
 		names[i] = l.spec.Name
@@ -116,7 +125,7 @@ func (s *Supervisor) spawn(in *instance) error {
 		Exe:        g.exeFile,
 	})
 	if err != nil {
-		return fmt.Errorf("generation %d: %w", g.id, err)
+		return fmt.Errorf("generation %d instance %d: %w", g.id, in.index, err)
 	}
 	proc := &process{inst: in, gen: g, p: p, pid: p.Pid, started: time.Now()}
 	in.proc = proc

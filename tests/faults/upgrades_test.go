@@ -29,12 +29,14 @@ func faultShutsDownListener(t *testing.T) {
 	badCandidate(t, serviceConfig{fault: "shutdown-listener", only: "1", instances: 3}, "not listening")
 }
 
-// faultClosesListener: a new version that closes its inherited listener
-// and never gets ready. (One that closed it and said READY=1 anyway would
-// be routed to: baton holds the socket, which still listens, and cannot
-// tell; see the report in README's fault list.)
+// faultClosesListener: a new version that closes its inherited listener,
+// whether it then never gets ready or says READY=1 anyway. baton's own
+// copy of the socket still listens, so a candidate that says it is ready
+// must still hold its socket (baton looks in /proc) before it gets any
+// connection; otherwise connections would wait where nobody accepts.
 func faultClosesListener(t *testing.T) {
 	badCandidate(t, serviceConfig{fault: "close-listener,never-ready", readiness: "1s"}, "not ready within 1s")
+	badCandidate(t, serviceConfig{fault: "close-listener"}, "no longer holds its socket")
 }
 
 // faultCrashesOnProbation: a new version that is ready and promoted, then
