@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench is what `make bench` runs: it measures, side by side in one
 // run on loopback, what clients see while a service is upgraded N times
 // under sustained load, for

@@ -145,7 +145,7 @@ func (s *Supervisor) writeFlags() error {
 		return err
 	}
 	s.flagsVersion++
-	f := flagfile.File{Format: flagfile.Format, Version: int(s.flagsVersion), Flags: map[string]flagfile.Flag{}}
+	f := flagfile.File{Format: flagfile.Format, Version: s.flagsVersion, Flags: map[string]flagfile.Flag{}}
 	st := flagStateFile{Version: s.flagsVersion, Set: map[string]int{}}
 	for name, fl := range s.flags {
 		f.Flags[name] = flagfile.Flag{Percent: fl.percent}

@@ -139,7 +139,7 @@ func listener() (net.Listener, error) {
 }
 
 // logFlags logs what the flags file changed.
-func logFlags(version int, err error) {
+func logFlags(version int64, err error) {
 	if err != nil {
 		log.Printf("flags: keeping version %d: %v", version, err)
 		return

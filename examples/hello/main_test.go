@@ -170,7 +170,7 @@ func TestShoutFlag(t *testing.T) {
 
 func writeShout(t *testing.T, path string, version, percent int) {
 	t.Helper()
-	f := flagfile.File{Format: flagfile.Format, Version: version, Flags: map[string]flagfile.Flag{flagShout: {Percent: percent}}}
+	f := flagfile.File{Format: flagfile.Format, Version: int64(version), Flags: map[string]flagfile.Flag{flagShout: {Percent: percent}}}
 	if err := flagfile.Write(path, f); err != nil {
 		t.Fatal(err)
 	}

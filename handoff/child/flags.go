@@ -50,7 +50,7 @@ type Flags struct {
 // flagState is what the flags are at one moment.
 type flagState struct {
 	percent map[string]int // defaults overlaid with the file's flags
-	version int            // of the file in effect; 0 when none has been read
+	version int64          // of the file in effect; 0 when none has been read
 	err     error          // of the last look at the file; nil if it went well
 }
 
@@ -105,7 +105,7 @@ func (f *Flags) Percent(flag string) (int, bool) {
 
 // Version is the version of the flags file in effect, or 0 when none has
 // been read (the defaults are in effect).
-func (f *Flags) Version() int {
+func (f *Flags) Version() int64 {
 	return f.current.Load().version
 }
 

@@ -45,7 +45,7 @@ func flagsHelper() error {
 	if err != nil {
 		return err
 	}
-	err = flags.Watch(ctx, func(v int, err error) {
+	err = flags.Watch(ctx, func(v int64, err error) {
 		if err != nil {
 			fmt.Printf("version %d error\n", v)
 			return

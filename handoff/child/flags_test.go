@@ -17,7 +17,7 @@ import (
 // writeFlags writes a valid flags file at path (atomically).
 func writeFlags(t *testing.T, path string, version int, flags map[string]int) {
 	t.Helper()
-	f := flagfile.File{Format: flagfile.Format, Version: version, Flags: map[string]flagfile.Flag{}}
+	f := flagfile.File{Format: flagfile.Format, Version: int64(version), Flags: map[string]flagfile.Flag{}}
 	for name, p := range flags {
 		f.Flags[name] = flagfile.Flag{Percent: p}
 	}
@@ -63,7 +63,7 @@ func TestFlagsWithoutFile(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- f.Watch(ctx, func(v int, err error) { t.Errorf("report(%d, %v) without a file", v, err) })
+		done <- f.Watch(ctx, func(v int64, err error) { t.Errorf("report(%d, %v) without a file", v, err) })
 	}()
 	cancel()
 	if err := waitErr(t, done); err != nil {
@@ -125,7 +125,7 @@ func TestFlagsFileAtStart(t *testing.T) {
 
 // report is one call of Watch's report function.
 type report struct {
-	version int
+	version int64
 	err     error
 }
 
@@ -140,7 +140,7 @@ func TestLook(t *testing.T) {
 		t.Fatal(err)
 	}
 	var reports []report
-	w := &watcher{f: f, report: func(v int, err error) { reports = append(reports, report{v, err}) }}
+	w := &watcher{f: f, report: func(v int64, err error) { reports = append(reports, report{v, err}) }}
 	now := time.Now()
 	step := func(name string, at time.Time, want ...report) {
 		t.Helper()
@@ -231,7 +231,7 @@ func TestWatchFollows(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- f.Watch(ctx, func(v int, err error) { reports <- report{v, err} }) }()
+	go func() { done <- f.Watch(ctx, func(v int64, err error) { reports <- report{v, err} }) }()
 	if r := nextReport(t, reports); r.version != 1 || r.err != nil {
 		t.Fatalf("first report %v, want version 1", r)
 	}
@@ -248,7 +248,7 @@ func TestWatchFollows(t *testing.T) {
 	for v := 2; v <= 50; v++ {
 		a := 100 * (v % 2)
 		writeFlags(t, path, v, map[string]int{"a": a, "b": 100 - a})
-		for r := nextReport(t, reports); r.version != v; r = nextReport(t, reports) {
+		for r := nextReport(t, reports); r.version != int64(v); r = nextReport(t, reports) {
 			if r.err != nil {
 				t.Fatalf("report %v while waiting for version %d", r, v)
 			}
@@ -275,7 +275,7 @@ func TestWatchTwice(t *testing.T) {
 	reports := make(chan report, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- f.Watch(ctx, func(v int, err error) { reports <- report{v, err} }) }()
+	go func() { done <- f.Watch(ctx, func(v int64, err error) { reports <- report{v, err} }) }()
 	nextReport(t, reports) // the first Watch runs
 	if err := f.Watch(ctx, nil); !errors.Is(err, ErrAlreadyWatching) {
 		t.Errorf("second Watch = %v, want ErrAlreadyWatching", err)

@@ -30,7 +30,7 @@ var ErrAlreadyWatching = errors.New("child: the flags are already being watched"
 // version v stays in effect (0: the defaults). A failure is reported once
 // per distinct content of the file, all failures to read in a row counting
 // as one, so a file that stays broken is not reported at every poll.
-func (f *Flags) Watch(ctx context.Context, report func(version int, err error)) error {
+func (f *Flags) Watch(ctx context.Context, report func(version int64, err error)) error {
 	if !f.watching.CompareAndSwap(false, true) {
 		return ErrAlreadyWatching
 	}
@@ -40,7 +40,7 @@ func (f *Flags) Watch(ctx context.Context, report func(version int, err error)) 
 		return nil
 	}
 	if report == nil {
-		report = func(int, error) {}
+		report = func(int64, error) {}
 	}
 	w := &watcher{f: f, report: report}
 	tick := time.NewTicker(f.poll)
@@ -59,7 +59,7 @@ func (f *Flags) Watch(ctx context.Context, report func(version int, err error)) 
 // touches it.
 type watcher struct {
 	f        *Flags
-	report   func(int, error)
+	report   func(int64, error)
 	info     fs.FileInfo // of the file last read; nil before the first read and after a failed one
 	data     []byte      // the bytes last read, valid when info is not nil
 	unread   bool        // the last read failed (reported already)

@@ -33,7 +33,7 @@ var (
 // File is the content of a flags file.
 type File struct {
 	Format  int             `json:"format"`  // always Format in a valid file
-	Version int             `json:"version"` // 1 to MaxVersion; larger at every write
+	Version int64           `json:"version"` // 1 to MaxVersion; larger at every write
 	Flags   map[string]Flag `json:"flags"`   // by flag name
 }
 
@@ -89,7 +89,7 @@ func Parse(data []byte) (File, error) {
 	// Pointers tell a member that is missing from one that is zero.
 	var raw struct {
 		Format  *int `json:"format"`
-		Version *int `json:"version"`
+		Version *int64 `json:"version"`
 		Flags   map[string]struct {
 			Percent *int `json:"percent"`
 		} `json:"flags"`
@@ -138,7 +138,7 @@ func (f File) Check() error {
 		return fmt.Errorf("%w: format %d (this reader knows format %d)", ErrUnsupportedFormat, f.Format, Format)
 	}
 	if f.Version < 1 || f.Version > MaxVersion {
-		return fmt.Errorf("%w: version %d is not in 1-%d", ErrInvalid, f.Version, MaxVersion)
+		return fmt.Errorf("%w: version %d is not in 1-%d", ErrInvalid, f.Version, int64(MaxVersion))
 	}
 	if f.Flags == nil {
 		return fmt.Errorf("%w: \"flags\" is missing", ErrInvalid)

@@ -19,7 +19,7 @@ func TestWriteAtomic(t *testing.T) {
 		for i := range v % 17 {
 			flags[string(rune('b'+i))] = Flag{Percent: i}
 		}
-		return File{Format: 1, Version: v, Flags: flags}
+		return File{Format: 1, Version: int64(v), Flags: flags}
 	}
 	if err := Write(path, file(1)); err != nil {
 		t.Fatal(err)
@@ -33,7 +33,7 @@ func TestWriteAtomic(t *testing.T) {
 	done, stop := make(chan result, 1), make(chan struct{})
 	go func() {
 		var r result
-		last := 0
+		last := int64(0)
 		for last < writes {
 			select {
 			case <-stop: // the writer failed
@@ -54,7 +54,7 @@ func TestWriteAtomic(t *testing.T) {
 			if f.Version > last {
 				r.distinct++
 			}
-			if f.Flags["a"].Percent != f.Version%101 || len(f.Flags) != 1+f.Version%17 {
+			if int64(f.Flags["a"].Percent) != f.Version%101 || int64(len(f.Flags)) != 1+f.Version%17 {
 				r.err = errors.New("a file that no write wrote")
 				break
 			}
