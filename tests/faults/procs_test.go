@@ -150,7 +150,7 @@ func fds(t *testing.T, pid int) map[int]string {
 		// Sockets and pipes differ by inode; what matters is the kind. A
 		// file deleted (or renamed over) since it was opened is still the
 		// same fd.
-		if k, _, ok := strings.Cut(target, ":["); ok {
+		if k, _, ok := strings.Cut(target, ":["); ok && target != "anon_inode:[pidfd]" {
 			target = k
 		}
 		target = strings.TrimSuffix(target, " (deleted)")
@@ -163,6 +163,14 @@ func fds(t *testing.T, pid int) map[int]string {
 func fdKinds(m map[int]string) map[string]int {
 	out := map[string]int{}
 	for _, v := range m {
+		if v == "anon_inode:[pidfd]" {
+			// One or two per live child (baton watches each exit through
+			// a pidfd of its own where it can open one: at an fd limit it
+			// falls back to waitid), so their number is not baton's to
+			// keep equal; a pidfd leak shows in the supervisor's fd counts
+			// across 50 upgrades and the bench's 1,000.
+			continue
+		}
 		out[v]++
 	}
 	return out
