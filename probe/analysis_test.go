@@ -148,7 +148,7 @@ func TestAnalysisOfAFailingCandidate(t *testing.T) {
 	cand.Traffic = candidate.scrape(t).Since(c0)
 
 	cfg := DefaultAnalysisConfig()
-	
+
 	cfg.FailureLimit = 1
 	a, err := NewAnalysis(cfg)
 	if err != nil {

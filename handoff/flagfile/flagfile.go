@@ -88,7 +88,7 @@ func Parse(data []byte) (File, error) {
 	}
 	// Pointers tell a member that is missing from one that is zero.
 	var raw struct {
-		Format  *int `json:"format"`
+		Format  *int   `json:"format"`
 		Version *int64 `json:"version"`
 		Flags   map[string]struct {
 			Percent *int `json:"percent"`
