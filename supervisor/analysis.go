@@ -189,14 +189,10 @@ func (s *Supervisor) onAnalysisSample(ev analysisSample) {
 			bf = figures(run.prev[run.base], ev.samples[run.base])
 		}
 		m := run.an.Add(cf, bf)
-		var reasons []string
-		for _, r := range m.Rules {
-			reasons = append(reasons, r.Rule+": "+r.Reason)
-		}
 		s.log.Info("analysis measurement", "gen", run.cand.id, "against", idOf(run.base), "phase", run.phase,
-			"outcome", m.Outcome.String(), "verdict", run.an.Verdict().String(), "figures", strings.Join(reasons, "; "))
+			"outcome", m.Outcome.String(), "verdict", run.an.Verdict().String(), "figures", ruleFigures(m))
 		s.emit(Event{Kind: EventAnalysis, Gen: run.cand.id, Outcome: m.Outcome.String(),
-			Reason: m.Outcome.String() + ": " + strings.Join(reasons, "; ")})
+			Reason: m.Outcome.String() + ": " + ruleFigures(m)})
 		switch run.an.Verdict() {
 		case probe.Failed:
 			s.analysis = nil
@@ -217,4 +213,14 @@ func (s *Supervisor) onAnalysisSample(ev analysisSample) {
 		run.prev[g] = smp
 	}
 	run.timer = s.after(run.cand.cfg.Analysis.Interval, analysisTick{run: run})
+}
+
+// ruleFigures is every rule of a measurement with the figures behind its
+// outcome, for the log: "error_ratio: error ratio 0.200 > limit ...; ...".
+func ruleFigures(m probe.Measurement) string {
+	reasons := make([]string, 0, len(m.Rules))
+	for _, r := range m.Rules {
+		reasons = append(reasons, r.Rule+": "+r.Reason)
+	}
+	return strings.Join(reasons, "; ")
 }

@@ -160,32 +160,7 @@ func (s *Supervisor) writeFlags() error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(s.flagsStatePath, data, 0o600)
-}
-
-// writeAtomic writes data to path through a temporary file renamed over it.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // gone after the rename; cleans up on error
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return flagfile.WriteAtomic(s.flagsStatePath, data, 0o600)
 }
 
 // changeFlag sets a flag's value and publishes it; on a failed write the
@@ -300,17 +275,8 @@ func (s *Supervisor) applyFlagsConfig(cfg *Config) {
 // Flags lists the feature flags, their version and the file children read.
 func (s *Supervisor) Flags(ctx context.Context) ([]FlagStatus, int64, string, error) {
 	reply := make(chan flagsResult, 1)
-	if !s.send(flagsReq{reply: reply}) {
-		return nil, 0, "", ErrStopped
-	}
-	select {
-	case r := <-reply:
-		return r.flags, r.version, r.path, nil
-	case <-ctx.Done():
-		return nil, 0, "", ctx.Err()
-	case <-s.done:
-		return nil, 0, "", ErrStopped
-	}
+	r, err := ask(s, ctx, flagsReq{reply: reply}, reply)
+	return r.flags, r.version, r.path, err
 }
 
 // SetFlag sets a flag to percent (0 off, 100 on), as an operator.
@@ -326,17 +292,7 @@ func (s *Supervisor) ResetFlag(ctx context.Context, name string) error {
 func (s *Supervisor) flagChange(ctx context.Context, req flagSet) error {
 	reply := make(chan error, 1)
 	req.reply = reply
-	if !s.send(req) {
-		return ErrStopped
-	}
-	select {
-	case err := <-reply:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.done:
-		return ErrStopped
-	}
+	return answer(ask(s, ctx, req, reply))
 }
 
 func (s *Supervisor) onFlagSet(req flagSet) error {

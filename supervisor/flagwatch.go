@@ -14,7 +14,6 @@ package supervisor
 
 import (
 	"context"
-	"strings"
 
 	"github.com/baton-sh/baton/probe"
 )
@@ -92,12 +91,8 @@ func (s *Supervisor) onFlagSample(ev flagSampleDone) {
 		}
 		m := w.an.Add(figures(w.prev, cur), w.baseline)
 		w.prev = cur
-		var reasons []string
-		for _, r := range m.Rules {
-			reasons = append(reasons, r.Rule+": "+r.Reason)
-		}
 		s.log.Info("flag analysis measurement", "flag", name, "gen", g.id, "outcome", m.Outcome.String(),
-			"verdict", w.an.Verdict().String(), "figures", strings.Join(reasons, "; "))
+			"verdict", w.an.Verdict().String(), "figures", ruleFigures(m))
 		switch w.an.Verdict() {
 		case probe.Failed:
 			delete(s.flagWatches, name)

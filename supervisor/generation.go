@@ -47,7 +47,6 @@ type generation struct {
 	// generation of a rolling update, how many it has left.
 	want int
 
-	weight     int       // target percent of new connections (100 serving, 0 draining)
 	step       int       // canary: index of the current step in cfg.Upgrade.Steps; -1 before the first
 	stepStart  time.Time // when the current step (or weight) began
 	stepTimer  *time.Timer
@@ -187,19 +186,6 @@ func (s *Supervisor) addInstance(g *generation) (*instance, error) {
 		s.gens = append(s.gens, g)
 	}
 	return in, nil
-}
-
-// startGeneration makes a generation from cfg and starts n instances. On
-// error nothing is left behind.
-func (s *Supervisor) startGeneration(cfg *Config, rollback bool, n int) (*generation, error) {
-	g := s.newGeneration(cfg, rollback)
-	for range n {
-		if _, err := s.addInstance(g); err != nil {
-			s.abandon(g)
-			return nil, err
-		}
-	}
-	return g, nil
 }
 
 // abandon kills a generation that just failed to start all its instances;

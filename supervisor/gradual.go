@@ -47,17 +47,7 @@ func (s *Supervisor) Abort(ctx context.Context) error {
 func (s *Supervisor) gradual(ctx context.Context, req gradualReq) error {
 	reply := make(chan error, 1)
 	req.reply = reply
-	if !s.send(req) {
-		return ErrStopped
-	}
-	select {
-	case err := <-reply:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.done:
-		return ErrStopped
-	}
+	return answer(ask(s, ctx, req, reply))
 }
 
 func (s *Supervisor) onGradual(req gradualReq) error {

@@ -82,17 +82,11 @@ type (
 // close them.
 func (s *Supervisor) PrepareHandover(ctx context.Context) ([]handoff.Inherited, error) {
 	reply := make(chan handoverResult, 1)
-	if !s.send(handoverReq{reply: reply}) {
-		return nil, ErrStopped
+	r, err := ask(s, ctx, handoverReq{reply: reply}, reply)
+	if err != nil {
+		return nil, err
 	}
-	select {
-	case r := <-reply:
-		return r.fds, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-s.done:
-		return nil, ErrStopped
-	}
+	return r.fds, r.err
 }
 
 // FinishHandover ends a handover. ok: the successor serves, so this

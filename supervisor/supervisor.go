@@ -245,17 +245,11 @@ func (s *Supervisor) Rollback(ctx context.Context) (int, error) {
 func (s *Supervisor) upgrade(ctx context.Context, req upgradeReq) (int, error) {
 	reply := make(chan upgradeResult, 1)
 	req.reply = reply
-	if !s.send(req) {
-		return 0, ErrStopped
+	r, err := ask(s, ctx, req, reply)
+	if err != nil {
+		return 0, err
 	}
-	select {
-	case r := <-reply:
-		return r.gen, r.err
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	case <-s.done:
-		return 0, ErrStopped
-	}
+	return r.gen, r.err
 }
 
 // RequestUpgrade asks for an upgrade without waiting for it, as SIGHUP does.
@@ -267,16 +261,32 @@ func (s *Supervisor) Stop() { s.send(stopReq{}) }
 // Status returns a snapshot of the listeners and generations.
 func (s *Supervisor) Status(ctx context.Context) (Status, error) {
 	reply := make(chan Status, 1)
-	if !s.send(statusReq{reply: reply}) {
-		return Status{}, ErrStopped
+	return ask(s, ctx, statusReq{reply: reply}, reply)
+}
+
+// answer is the error of a request whose answer is an error: the loop's,
+// or why there was none.
+func answer(err, askErr error) error {
+	if askErr != nil {
+		return askErr
+	}
+	return err
+}
+
+// ask hands ev to the loop and waits for the answer the loop sends on
+// reply (buffered, so the loop never waits), until ctx ends or Run returns.
+func ask[T any](s *Supervisor, ctx context.Context, ev event, reply <-chan T) (T, error) {
+	var zero T
+	if !s.send(ev) {
+		return zero, ErrStopped
 	}
 	select {
-	case st := <-reply:
-		return st, nil
+	case r := <-reply:
+		return r, nil
 	case <-ctx.Done():
-		return Status{}, ctx.Err()
+		return zero, ctx.Err()
 	case <-s.done:
-		return Status{}, ErrStopped
+		return zero, ErrStopped
 	}
 }
 

@@ -34,11 +34,18 @@ func Write(path string, f File) error {
 	if len(data) > MaxSize {
 		return fmt.Errorf("flagfile: write %s: %w: %d bytes, larger than %d", path, ErrInvalid, len(data), MaxSize)
 	}
+	return WriteAtomic(path, data, Mode)
+}
+
+// WriteAtomic replaces the file at path with data and mode as Write does:
+// a temporary file in the same directory, fsync, rename, fsync of the
+// directory. A reader of path sees the old file or the new one, whole.
+func WriteAtomic(path string, data []byte, mode os.FileMode) error {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
-	if err := replace(dir, base, data); err != nil {
+	if err := replace(dir, base, data, mode); err != nil {
 		return fmt.Errorf("flagfile: write %s: %w", path, err)
 	}
 	if err := syncDir(dir); err != nil {
@@ -49,7 +56,7 @@ func Write(path string, f File) error {
 
 // replace writes data to a new temporary file in dir and renames it to
 // name, removing the temporary file if anything fails.
-func replace(dir, name string, data []byte) (err error) {
+func replace(dir, name string, data []byte, mode os.FileMode) (err error) {
 	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
 	if err != nil {
 		return err
@@ -62,7 +69,7 @@ func replace(dir, name string, data []byte) (err error) {
 	}()
 	// Chmod on the open file: CreateTemp makes it 0600, and umask does not
 	// apply to fchmod.
-	if err := tmp.Chmod(Mode); err != nil {
+	if err := tmp.Chmod(mode); err != nil {
 		return err
 	}
 	if _, err := tmp.Write(data); err != nil {
