@@ -88,7 +88,7 @@ func TestTreeUsageOfRealProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	self := os.Getpid()
-	got := table.tree(self)
+	got := table.Tree(self)
 	if len(got) == 0 || got[0] != self {
 		t.Fatalf("tree(%d) = %v, want this process first", self, got)
 	}
@@ -97,7 +97,7 @@ func TestTreeUsageOfRealProcesses(t *testing.T) {
 			t.Errorf("tree(%d) = %v, lacks descendant %d", self, got, pid)
 		}
 	}
-	if got := table.tree(tr.parent); !slices.Equal(got, []int{tr.parent, tr.child}) {
+	if got := table.Tree(tr.parent); !slices.Equal(got, []int{tr.parent, tr.child}) {
 		t.Errorf("tree(%d) = %v, want [%d %d]", tr.parent, got, tr.parent, tr.child)
 	}
 
@@ -145,7 +145,7 @@ func TestTreeUsageOfGoneProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	gone := pidMax(t)
-	if got := table.tree(gone); got != nil {
+	if got := table.Tree(gone); got != nil {
 		t.Errorf("tree(%d) = %v, want nil", gone, got)
 	}
 	if u, ok := table.treeUsage(gone); ok {
@@ -182,7 +182,7 @@ func TestTreeUsageSums(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := table.tree(1); !slices.Equal(got, []int{1, 2, 3}) {
+	if got := table.Tree(1); !slices.Equal(got, []int{1, 2, 3}) {
 		t.Errorf("tree(1) = %v, want [1 2 3]", got)
 	}
 	u, ok := table.treeUsage(1)
@@ -223,41 +223,4 @@ func TestReadProcTableWithoutProc(t *testing.T) {
 	if _, err := readProcTable(filepath.Join(t.TempDir(), "none")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("readProcTable of a missing directory: %v, want ErrNotExist", err)
 	}
-}
-
-func TestParseStat(t *testing.T) {
-	line := func(comm string, rest ...string) []byte {
-		return []byte("42 (" + comm + ") " + strings.Join(rest, " ") + "\n")
-	}
-	full := []string{"S", "7", "42", "42", "0", "-1", "0", "1", "0", "0", "0", "11", "22", "33", "44", "20", "0", "1"}
-
-	t.Run("success", func(t *testing.T) {
-		for _, comm := range []string{"app", "a b", "a) S 1 (b", ")"} {
-			got, err := parseStat(line(comm, full...))
-			if err != nil {
-				t.Errorf("comm %q: %v", comm, err)
-				continue
-			}
-			if want := (procStat{ppid: 7, ticks: 11 + 22 + 33 + 44}); got != want {
-				t.Errorf("comm %q: got %+v, want %+v", comm, got, want)
-			}
-		}
-	})
-	t.Run("failure", func(t *testing.T) {
-		negative := slices.Clone(full)
-		negative[13] = "-3" // cutime
-		badPPID := slices.Clone(full)
-		badPPID[1] = "x"
-		for name, b := range map[string][]byte{
-			"no command name":  []byte("42 app S 7"),
-			"too few fields":   line("app", full[:14]...),
-			"ppid not numeric": line("app", badPPID...),
-			"negative time":    line("app", negative...),
-			"empty":            nil,
-		} {
-			if got, err := parseStat(b); err == nil {
-				t.Errorf("%s: parsed as %+v, want an error", name, got)
-			}
-		}
-	})
 }

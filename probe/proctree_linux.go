@@ -17,74 +17,51 @@ import (
 // ask; so it is a constant.
 const userHZ = 100
 
-// procRoot is where the process table is read; tests point it elsewhere
-// only through treeUsage.
-const procRoot = "/proc"
-
 // TreeUsage sums the resident memory and CPU time of pid and all its
 // descendants. Descendants are found by each process's parent in
 // /proc/PID/stat, one pass over /proc; processes come and go while it is
 // read, and one that vanishes is left out. An error wraps ErrNoProcess if
 // pid itself is not there.
 func TreeUsage(pid int) (Usage, error) {
-	return treeUsage(procRoot, pid)
+	return treeUsage("/proc", pid)
 }
 
 func treeUsage(root string, pid int) (Usage, error) {
-	procs, err := readProcs(root)
+	t, err := ReadProcTable(root)
 	if err != nil {
 		return Usage{}, err
 	}
-	if _, ok := procs[pid]; !ok {
+	u, ok := t.Usage(pid)
+	if !ok {
 		return Usage{}, fmt.Errorf("process tree of %d: %w", pid, ErrNoProcess)
 	}
-	children := make(map[int][]int, len(procs))
-	for p, st := range procs {
-		children[st.ppid] = append(children[st.ppid], p)
-	}
-	// The table is not one atomic snapshot, so a reused pid could make the
-	// parent links loop; seen keeps the walk finite.
-	seen := map[int]bool{pid: true}
-	tree := []int{pid}
-	for i := 0; i < len(tree); i++ {
-		for _, c := range children[tree[i]] {
-			if !seen[c] {
-				seen[c] = true
-				tree = append(tree, c)
-			}
-		}
-	}
-	page := uint64(os.Getpagesize())
-	var u Usage
-	var ticks uint64
-	for _, p := range tree {
-		pages, err := residentPages(root, p)
-		if err != nil {
-			if p == pid {
-				return Usage{}, fmt.Errorf("process tree of %d: %w", pid, ErrNoProcess)
-			}
-			continue // exited since its stat was read
-		}
-		u.RSSBytes += pages * page
-		ticks += procs[p].ticks
-		u.Processes++
-	}
-	u.CPUSeconds = float64(ticks) / userHZ
 	return u, nil
 }
 
-// procStat is what TreeUsage needs from /proc/PID/stat.
+// ProcTable is one pass over a /proc: every process's parent and CPU
+// time, read once so that the trees of many roots are found without
+// reading /proc again for each. Processes come and go while it is read;
+// one that vanishes is simply not in it.
+type ProcTable struct {
+	root     string
+	procs    map[int]procStat
+	children map[int][]int
+}
+
+// procStat is what a ProcTable keeps of /proc/PID/stat.
 type procStat struct {
 	ppid  int
 	ticks uint64 // utime + stime + cutime + cstime, in 1/userHZ s
 }
 
-func readProcs(root string) (map[int]procStat, error) {
+// ReadProcTable reads the process table under root ("/proc"; tests give
+// a directory of their own).
+func ReadProcTable(root string) (*ProcTable, error) {
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		return nil, fmt.Errorf("read process table: %w", err)
 	}
-	procs := make(map[int]procStat, len(entries))
+	t := &ProcTable{root: root, procs: make(map[int]procStat, len(entries)), children: make(map[int][]int)}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid <= 0 {
@@ -95,10 +72,65 @@ func readProcs(root string) (map[int]procStat, error) {
 			continue // exited since the directory was read
 		}
 		if st, err := parseStat(b); err == nil {
-			procs[pid] = st
+			t.procs[pid] = st
+			t.children[st.ppid] = append(t.children[st.ppid], pid)
 		}
 	}
-	return procs, nil
+	return t, nil
+}
+
+// Tree returns pid and all its descendants, pid first; nil if pid is not
+// in the table.
+func (t *ProcTable) Tree(pid int) []int {
+	if _, ok := t.procs[pid]; !ok {
+		return nil
+	}
+	// The table is not one atomic snapshot, so a reused pid could make the
+	// parent links loop; seen keeps the walk finite.
+	seen := map[int]bool{pid: true}
+	out := []int{pid}
+	for i := 0; i < len(out); i++ {
+		for _, c := range t.children[out[i]] {
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// Usage sums the resident memory and CPU time of the processes roots (a
+// generation's instances, say) and their descendants, each process once
+// even if it is in several trees. CPU includes the cutime and cstime of
+// each process: the time of children it has already waited for, so that a
+// worker exiting does not make the tree's figure go backwards. ok is false
+// if every root is gone; descendants and roots that are gone are left out.
+func (t *ProcTable) Usage(roots ...int) (u Usage, ok bool) {
+	page := uint64(os.Getpagesize())
+	var ticks uint64
+	seen, isRoot := make(map[int]bool), make(map[int]bool, len(roots))
+	for _, root := range roots {
+		isRoot[root] = true
+	}
+	for _, root := range roots {
+		for _, p := range t.Tree(root) {
+			if seen[p] {
+				continue
+			}
+			seen[p] = true
+			pages, err := residentPages(t.root, p)
+			if err != nil {
+				continue // exited since the table was read
+			}
+			u.RSSBytes += pages * page
+			ticks += t.procs[p].ticks
+			u.Processes++
+			ok = ok || isRoot[p]
+		}
+	}
+	u.CPUSeconds = float64(ticks) / userHZ
+	return u, ok
 }
 
 // residentPages reads the second field of /proc/PID/statm.

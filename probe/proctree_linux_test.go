@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -259,4 +260,43 @@ func TestUsageSub(t *testing.T) {
 	if got := (Usage{RSSBytes: 20, CPUSeconds: 4, Processes: 1}).Sub(prev); got.CPUSeconds != 0 {
 		t.Errorf("a tree that lost time used %v s; want 0", got.CPUSeconds)
 	}
+}
+
+// TestParseStat: the parent and CPU times of a stat line, whatever its
+// command name holds.
+func TestParseStat(t *testing.T) {
+	line := func(comm string, rest ...string) []byte {
+		return []byte("42 (" + comm + ") " + strings.Join(rest, " ") + "\n")
+	}
+	full := []string{"S", "7", "42", "42", "0", "-1", "0", "1", "0", "0", "0", "11", "22", "33", "44", "20", "0", "1"}
+
+	t.Run("success", func(t *testing.T) {
+		for _, comm := range []string{"app", "a b", "a) S 1 (b", ")"} {
+			got, err := parseStat(line(comm, full...))
+			if err != nil {
+				t.Errorf("comm %q: %v", comm, err)
+				continue
+			}
+			if want := (procStat{ppid: 7, ticks: 11 + 22 + 33 + 44}); got != want {
+				t.Errorf("comm %q: got %+v, want %+v", comm, got, want)
+			}
+		}
+	})
+	t.Run("failure", func(t *testing.T) {
+		negative := slices.Clone(full)
+		negative[13] = "-3" // cutime
+		badPPID := slices.Clone(full)
+		badPPID[1] = "x"
+		for name, b := range map[string][]byte{
+			"no command name":  []byte("42 app S 7"),
+			"too few fields":   line("app", full[:14]...),
+			"ppid not numeric": line("app", badPPID...),
+			"negative time":    line("app", negative...),
+			"empty":            nil,
+		} {
+			if got, err := parseStat(b); err == nil {
+				t.Errorf("%s: parsed as %+v, want an error", name, got)
+			}
+		}
+	})
 }
