@@ -44,7 +44,7 @@ func TestFlagFlipUnderLoad(t *testing.T) {
 	load := loadgen.Run(context.Background(), loadOptions(h.url))
 	defer load.Stop()
 	waitSent(t, load, 200)
-	if body := freshBodies(t, h.url, 1)[0]; !strings.Contains(body, "flag shout false") {
+	if body := freshBodies(t, h.url, 1, 8)[0]; !strings.Contains(body, "flag shout false") {
 		t.Fatalf("before the flip: %q", body)
 	}
 	if err := h.sup.SetFlag(h.ctx, "shout", 100); err != nil {
@@ -52,7 +52,7 @@ func TestFlagFlipUnderLoad(t *testing.T) {
 	}
 	// The app reads the file at every request: the next fresh request
 	// after SetFlag returned sees it, on every process.
-	for _, body := range freshBodies(t, h.url, 200) {
+	for _, body := range freshBodies(t, h.url, 200, 8) {
 		if !strings.Contains(body, "flag shout true") {
 			t.Fatalf("after the flip: %q", body)
 		}

@@ -577,30 +577,10 @@ socket = %q
 	writeConfig("1")
 	runInProcess(t, cfgPath)
 
-	status := func() control.StatusJSON {
-		t.Helper()
-		var out bytes.Buffer
-		var st control.StatusJSON
-		if err := statusCmd([]string{"--socket", sock, "--json"}, &out, io.Discard); err != nil {
-			t.Fatalf("status: %v", err)
-		}
-		if err := json.Unmarshal(out.Bytes(), &st); err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
-	// until polls the status until ok; it fails the test after 30s.
+	status := func() control.StatusJSON { t.Helper(); return statusJSON(t, sock) }
 	until := func(what string, ok func(control.StatusJSON) bool) control.StatusJSON {
 		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			st := status()
-			if ok(st) {
-				return st
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 30s; status %+v", what, st)
-			}
-		}
+		return waitStatus(t, sock, what, ok)
 	}
 	candidate := func(st control.StatusJSON) *control.GenerationJSON {
 		for i, g := range st.Generations {
@@ -796,5 +776,34 @@ func within[T any](t *testing.T, ch <-chan T, d time.Duration, what string) T {
 		t.Fatalf("%s: nothing within %s", what, d)
 		var zero T
 		return zero
+	}
+}
+
+// statusJSON is `baton status --json` of the baton on sock, decoded.
+func statusJSON(t *testing.T, sock string) control.StatusJSON {
+	t.Helper()
+	var out bytes.Buffer
+	var st control.StatusJSON
+	if err := statusCmd([]string{"--socket", sock, "--json"}, &out, io.Discard); err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// waitStatus polls the status of the baton on sock until ok; it fails the
+// test after 30s.
+func waitStatus(t *testing.T, sock, what string, ok func(control.StatusJSON) bool) control.StatusJSON {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st := statusJSON(t, sock)
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 30s; status %+v", what, st)
+		}
 	}
 }

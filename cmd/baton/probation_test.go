@@ -5,7 +5,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -61,29 +60,10 @@ socket = %q
 	writeConfig("1", "1s")
 	runInProcess(t, cfgPath)
 
-	status := func() control.StatusJSON {
-		t.Helper()
-		var out bytes.Buffer
-		var st control.StatusJSON
-		if err := statusCmd([]string{"--socket", sock, "--json"}, &out, io.Discard); err != nil {
-			t.Fatalf("status: %v", err)
-		}
-		if err := json.Unmarshal(out.Bytes(), &st); err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
+	status := func() control.StatusJSON { t.Helper(); return statusJSON(t, sock) }
 	until := func(what string, ok func(control.StatusJSON) bool) control.StatusJSON {
 		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			st := status()
-			if ok(st) {
-				return st
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 30s; status %+v", what, st)
-			}
-		}
+		return waitStatus(t, sock, what, ok)
 	}
 	text := func() string {
 		t.Helper()
