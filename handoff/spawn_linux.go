@@ -202,9 +202,29 @@ func (s *Spawner) start(c Child) (int, error) {
 	})
 	runtime.KeepAlive(c.Exe) // its fd must stay open until the fork has copied it
 	if err != nil {
+		if errors.Is(err, syscall.EBADF) && atFDLimit(files) {
+			// The forked child moves the fds it is handed to numbers from
+			// len(files) up; past RLIMIT_NOFILE, dup3 says EBADF.
+			err = fmt.Errorf("%w (the fds handed to the child reach RLIMIT_NOFILE)", syscall.EMFILE)
+		}
 		return 0, fmt.Errorf("spawn %s: %w", c.Path, err)
 	}
 	return pid, nil
+}
+
+// atFDLimit reports whether arranging files in a child (fds moved above
+// the highest one given, then into place) may need fd numbers at or beyond
+// the soft RLIMIT_NOFILE.
+func atFDLimit(files []uintptr) bool {
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
+		return false
+	}
+	high := uint64(len(files))
+	for _, fd := range files {
+		high = max(high, uint64(fd)+1)
+	}
+	return high+uint64(len(files)) >= lim.Cur
 }
 
 // fileFD returns f's fd without File.Fd, which would put a non-blocking file
